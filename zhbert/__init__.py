@@ -1,0 +1,3 @@
+"""zhbert: Chinese BERT pretraining pipeline."""
+
+__version__ = "0.1.0"
