@@ -1,0 +1,395 @@
+"""Typed configuration: YAML files -> dataclasses, one section per concern.
+
+Precedence is defaults < YAML file < command-line overrides (``section.key=value``). Every
+error names the file and the dotted key: unknown keys, wrong types and impossible values are
+rejected before any work starts. Cross-field checks live in each section's ``validate``.
+
+    cfg = load_config("configs/pretrain/tiny.yaml", ["train.max_steps=20"])
+    cfg.train.max_steps  # 20
+
+Override values are parsed as YAML scalars/flow collections, so ``train.seed=3`` is an int,
+``wandb.tags=[a,b]`` a list and ``model.init_from=null`` None.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from zhbert.errors import ConfigError
+
+# ---------------------------------------------------------------------------------------
+# Sections
+
+
+@dataclass
+class DataConfig:
+    """Corpus preparation (``zhbert prepare``) and where training reads instances."""
+
+    input: list[str] = field(default_factory=list)  # corpus files or directories
+    dir: str = "runs/data/sample"  # output of `zhbert prepare` (read by training)
+    vocab: str = "configs/vocab/sample_vocab.txt"  # BERT vocab.txt (built from corpora/sample)
+    format: str = "auto"  # auto | bert | plain | jsonl | wiki
+    text_field: str = "text"  # jsonl field holding the text
+    fullwidth: bool = True  # full-width ASCII -> half-width during normalisation
+    t2s: bool = False  # traditional -> simplified Chinese
+    dedup: bool = True  # drop exact duplicate documents
+    max_seq_length: int = 128
+    short_seq_prob: float = 0.1  # Google: 10% of instances get a shorter random target length
+    pair_mode: str = "nsp"  # nsp | sop | none
+    dupe_factor: int = 1  # passes over the corpus with different random pairings
+    validation_fraction: float = 0.02  # share of documents routed to the validation split
+    jieba_hmm: bool = True
+    jieba_user_dict: Optional[str] = None
+    entity_mode: str = "dict"  # dict | posseg | none (ERNIE entity/phrase spans)
+    shard_documents: int = 2000  # documents per shard (unit of parallelism and resume)
+    workers: int = 1
+    seed: int = 12345
+    overwrite: bool = False
+
+    def validate(self, where: str) -> None:
+        _choice(where, "data.format", self.format, ["auto", "bert", "plain", "jsonl", "wiki"])
+        _choice(where, "data.pair_mode", self.pair_mode, ["nsp", "sop", "none"])
+        _choice(where, "data.entity_mode", self.entity_mode, ["dict", "posseg", "none"])
+        _check(where, "data.max_seq_length", 8 <= self.max_seq_length <= 8192, "must be in [8, 8192]")
+        _check(where, "data.short_seq_prob", 0 <= self.short_seq_prob <= 1, "must be in [0, 1]")
+        _check(where, "data.validation_fraction", 0 <= self.validation_fraction < 1, "must be in [0, 1)")
+        _check(where, "data.dupe_factor", self.dupe_factor >= 1, "must be >= 1")
+        _check(where, "data.shard_documents", self.shard_documents >= 1, "must be >= 1")
+        _check(where, "data.workers", self.workers >= 1, "must be >= 1")
+
+
+@dataclass
+class ModelConfig:
+    """Model shape: a BERT config file (YAML/JSON, HF field names) plus inline overrides."""
+
+    config: Optional[str] = "configs/model/tiny.yaml"
+    init_from: Optional[str] = None  # HF-format checkpoint dir (or registry name) to continue from
+    # Inline fields override the file (HF names); None = take from file / default.
+    vocab_size: Optional[int] = None
+    hidden_size: Optional[int] = None
+    num_hidden_layers: Optional[int] = None
+    num_attention_heads: Optional[int] = None
+    intermediate_size: Optional[int] = None
+    hidden_act: Optional[str] = None
+    hidden_dropout_prob: Optional[float] = None
+    attention_probs_dropout_prob: Optional[float] = None
+    max_position_embeddings: Optional[int] = None
+    type_vocab_size: Optional[int] = None
+    initializer_range: Optional[float] = None
+    layer_norm_eps: Optional[float] = None
+    pre_layernorm: Optional[bool] = None
+    gradient_checkpointing: bool = False
+
+    def overrides(self) -> dict[str, Any]:
+        """The inline BERT fields that were set."""
+        skip = {"config", "init_from", "gradient_checkpointing"}
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in skip and getattr(self, f.name) is not None
+        }
+
+
+@dataclass
+class MaskingConfig:
+    """Dynamic masking (see zhbert/masking.py for the strategies)."""
+
+    strategy: str = "wwm"  # char | wwm | entity | ngram
+    mask_prob: float = 0.15
+    max_predictions: int = 20
+    mask_token_prob: float = 0.8
+    random_token_prob: float = 0.1
+    replace_unit: str = "word"  # word | token: where the 80/10/10 decision is drawn
+    ngram_probs: list[float] = field(default_factory=lambda: [0.4, 0.3, 0.2, 0.1])
+
+    def validate(self, where: str) -> None:
+        _choice(where, "masking.strategy", self.strategy, ["char", "wwm", "entity", "ngram"])
+        _choice(where, "masking.replace_unit", self.replace_unit, ["word", "token"])
+        _check(where, "masking.mask_prob", 0 < self.mask_prob < 1, "must be in (0, 1)")
+        _check(where, "masking.max_predictions", self.max_predictions >= 1, "must be >= 1")
+        p = self.mask_token_prob + self.random_token_prob
+        _check(where, "masking.mask_token_prob", self.mask_token_prob >= 0 and self.random_token_prob >= 0 and p <= 1,
+               "mask_token_prob and random_token_prob must be >= 0 and sum to <= 1")
+        _check(where, "masking.ngram_probs", len(self.ngram_probs) >= 1 and all(x >= 0 for x in self.ngram_probs)
+               and abs(sum(self.ngram_probs) - 1) < 1e-6, "must be non-negative and sum to 1")
+
+
+@dataclass
+class TrainConfig:
+    """The training loop, checkpointing and resume."""
+
+    output_dir: str = "runs/pretrain/tiny"
+    max_steps: int = 300  # optimizer steps
+    micro_batch_size: int = 16  # per rank, per forward
+    gradient_accumulation_steps: int = 1
+    lr: float = 5e-4
+    min_lr_ratio: float = 0.0  # final lr = lr * min_lr_ratio
+    weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-6
+    warmup_steps: int = 30
+    decay: str = "linear"  # linear | cosine | constant
+    clip_grad_norm: float = 1.0
+    checkpoint_every: int = 100
+    keep_last: int = 3
+    resume: str = "auto"  # auto | never | path to a checkpoint dir
+    seed: int = 42
+    log_every: int = 10
+    eval_every: int = 100
+    eval_batches: int = 20
+    dataloader_workers: int = 0
+    peak_tflops: float = 0.0  # per device, for the MFU estimate; 0 = guess from the device
+    prepare_if_missing: bool = True  # run `zhbert prepare` for data.dir when it does not exist
+
+    def validate(self, where: str) -> None:
+        for key in ("max_steps", "micro_batch_size", "gradient_accumulation_steps", "checkpoint_every",
+                    "keep_last", "log_every", "eval_every", "eval_batches"):
+            _check(where, f"train.{key}", getattr(self, key) >= 1, "must be >= 1")
+        _check(where, "train.lr", self.lr > 0, "must be > 0")
+        _check(where, "train.warmup_steps", 0 <= self.warmup_steps, "must be >= 0")
+        _check(where, "train.min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "must be in [0, 1]")
+        _choice(where, "train.decay", self.decay, ["linear", "cosine", "constant"])
+        _check(where, "train.clip_grad_norm", self.clip_grad_norm >= 0, "must be >= 0 (0 = off)")
+
+
+@dataclass
+class DeepSpeedConfig:
+    """Everything the DeepSpeed JSON is derived from (see zhbert/ds_config.py)."""
+
+    zero_stage: int = 0
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    optimizer: str = "adamw"  # adamw | lamb (lamb needs CUDA)
+    offload_optimizer: str = "none"  # none | cpu | nvme
+    offload_param: str = "none"  # none | cpu | nvme (ZeRO-3 only)
+    nvme_path: Optional[str] = None
+    torch_adam: Optional[bool] = None  # None = auto (True on CPU)
+    loss_scale: float = 0.0  # fp16: 0 = dynamic
+    extra: dict[str, Any] = field(default_factory=dict)  # merged verbatim into the JSON, last
+
+    def validate(self, where: str) -> None:
+        _choice(where, "deepspeed.zero_stage", self.zero_stage, [0, 1, 2, 3])
+        _choice(where, "deepspeed.precision", self.precision, ["fp32", "bf16", "fp16"])
+        _choice(where, "deepspeed.optimizer", self.optimizer, ["adamw", "lamb"])
+        _choice(where, "deepspeed.offload_optimizer", self.offload_optimizer, ["none", "cpu", "nvme"])
+        _choice(where, "deepspeed.offload_param", self.offload_param, ["none", "cpu", "nvme"])
+        if self.offload_param != "none":
+            _check(where, "deepspeed.offload_param", self.zero_stage == 3, "parameter offload needs zero_stage 3")
+        if self.offload_optimizer != "none":
+            _check(where, "deepspeed.offload_optimizer", self.zero_stage >= 1, "optimizer offload needs zero_stage >= 1")
+        if "nvme" in (self.offload_param, self.offload_optimizer):
+            _check(where, "deepspeed.nvme_path", bool(self.nvme_path), "required for nvme offload")
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases logging (rank 0 only)."""
+
+    mode: str = "offline"  # online | offline | disabled
+    project: str = "zhbert"
+    entity: Optional[str] = None
+    name: Optional[str] = None
+    group: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+    dir: Optional[str] = None  # default: the run's output_dir
+
+    def validate(self, where: str) -> None:
+        _choice(where, "wandb.mode", self.mode, ["online", "offline", "disabled"])
+
+
+@dataclass
+class PretrainConfig:
+    """The whole pretraining run: one YAML file."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+    def validate(self, where: str) -> None:
+        for f in dataclasses.fields(self):
+            section = getattr(self, f.name)
+            if hasattr(section, "validate"):
+                section.validate(where)
+        if self.deepspeed.optimizer == "lamb":
+            _check(where, "deepspeed.optimizer", self.deepspeed.torch_adam is not True,
+                   "lamb cannot be combined with torch_adam")
+
+
+@dataclass
+class PrepareFileConfig:
+    """A YAML file holding only the data section (configs/prepare/*.yaml)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def validate(self, where: str) -> None:
+        self.data.validate(where)
+
+
+# ---------------------------------------------------------------------------------------
+# Loading
+
+
+def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]] = None,
+                cls: type = PretrainConfig, base_dir: Optional[str | Path] = None):
+    """Load ``cls`` from a YAML file (or defaults when ``path`` is None), apply overrides.
+
+    ``base_dir`` is accepted for symmetry with callers that resolve relative paths; paths in
+    configs are taken relative to the current directory, as the CLI documents.
+    """
+    raw: dict[str, Any] = {}
+    where = str(path) if path is not None else "<defaults>"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{p}: not UTF-8 text") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: top level must be a mapping of sections, got {type(loaded).__name__}")
+        raw = loaded
+    for ov in overrides or []:
+        _apply_override(raw, ov, where)
+    cfg = from_dict(cls, raw, where, prefix="")
+    if hasattr(cfg, "validate"):
+        cfg.validate(where)
+    return cfg
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.max_steps=20"`` -> (["train", "max_steps"], 20)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected section.key=value")
+    key, value = text.split("=", 1)
+    parts = [k for k in key.strip().split(".")]
+    if not key.strip() or any(not k for k in parts):
+        raise ConfigError(f"override {text!r}: empty key")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return parts, parsed
+
+
+def _apply_override(raw: dict, text: str, where: str) -> None:
+    parts, value = parse_override(text)
+    node = raw
+    for i, k in enumerate(parts[:-1]):
+        nxt = node.get(k)
+        if nxt is None:
+            nxt = node[k] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{where}: override {text!r}: {'.'.join(parts[:i + 1])} is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def from_dict(cls: type, data: Any, where: str, prefix: str = ""):
+    """Build dataclass ``cls`` from a plain mapping, checking keys and types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'top level'} must be a mapping, got {_tname(data)}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key {prefix}{unknown[0]!s}"
+            + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+            + f"; valid keys in {prefix.rstrip('.') or 'the top level'}: {', '.join(sorted(names))}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, where, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str, key: str):
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(a, value, where, key)
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[0]
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value if value is not None else {}, where, prefix=f"{key}.")
+    if tp is Any:
+        return value
+    if origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: {key} must be a list, got {_tname(value)} {value!r}")
+        (item,) = args or (Any,)
+        return [_coerce(item, v, where, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {key} must be a mapping, got {_tname(value)}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: {key} must be true or false, got {_tname(value)} {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: {key} must be an integer, got {_tname(value)} {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads 5e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: {key} must be a number, got {_tname(value)} {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: {key} must be a string, got {_tname(value)} {value!r}")
+    return value
+
+
+def to_dict(cfg) -> dict[str, Any]:
+    """Plain (JSON/YAML-serialisable) dict of a config dataclass."""
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+def _tname(v: Any) -> str:
+    return "null" if v is None else type(v).__name__
+
+
+def _check(where: str, key: str, ok: bool, msg: str) -> None:
+    if not ok:
+        raise ConfigError(f"{where}: {key} {msg}")
+
+
+def _choice(where: str, key: str, value: Any, allowed: list) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{where}: {key} must be one of {', '.join(map(str, allowed))}; got {value!r}")
