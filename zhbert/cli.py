@@ -1,0 +1,154 @@
+"""The ``zhbert`` command line.
+
+Each subcommand parses its arguments, loads configuration and calls ONE library function.
+Errors the user can cause (``ZhbertError``) print a one-line message and exit with status 2.
+Library modules are imported lazily so ``zhbert --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Optional
+
+from zhbert.errors import ZhbertError
+
+
+# --------------------------------------------------------------------------------------
+# zhbert prepare
+
+
+def _add_prepare(sub) -> None:
+    p = sub.add_parser(
+        "prepare",
+        help="corpus -> jieba whole-word NSP instances (Arrow, datasets.load_from_disk)",
+        description="Read corpora, segment with jieba once, build sentence-pair instances and "
+        "write them with `datasets` (train/validation) plus stats.json. Flags override the "
+        "`data` section of --config.",
+    )
+    p.add_argument("--config", help="YAML with a `data:` section (e.g. configs/pretrain/tiny.yaml)")
+    p.add_argument("--input", nargs="+", help="corpus files or directories")
+    p.add_argument("--output", help="output directory (data.dir)")
+    p.add_argument("--vocab", help="BERT vocab.txt")
+    p.add_argument("--format", choices=["auto", "bert", "plain", "jsonl", "wiki"])
+    p.add_argument("--text-field", help="jsonl field holding the text (default: text)")
+    p.add_argument("--t2s", action="store_true", default=None, help="convert traditional to simplified")
+    p.add_argument("--max-seq-length", type=int)
+    p.add_argument("--pair-mode", choices=["nsp", "sop", "none"])
+    p.add_argument("--workers", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--overwrite", action="store_true", default=None,
+                   help="replace an existing output directory")
+    p.add_argument("overrides", nargs="*", help="data.key=value overrides")
+    p.set_defaults(func=_run_prepare)
+
+
+def _run_prepare(args) -> int:
+    from zhbert.config import PrepareFileConfig, PretrainConfig, load_config
+    from zhbert.prepare import prepare
+
+    overrides = list(args.overrides)
+    flag_map = {
+        "input": "input", "output": "dir", "vocab": "vocab", "format": "format",
+        "text_field": "text_field", "t2s": "t2s", "max_seq_length": "max_seq_length",
+        "pair_mode": "pair_mode", "workers": "workers", "seed": "seed", "overwrite": "overwrite",
+    }
+    for flag, key in flag_map.items():
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"data.{key}={json.dumps(value, ensure_ascii=False)}")
+    cls = PrepareFileConfig
+    if args.config:
+        import yaml
+
+        with open(args.config, encoding="utf-8") as f:
+            top = yaml.safe_load(f) or {}
+        if isinstance(top, dict) and set(top) - {"data"}:
+            cls = PretrainConfig  # a full pretraining config: use its data section
+    cfg = load_config(args.config, overrides, cls=cls)
+    stats = prepare(cfg.data)
+    print(json.dumps(stats, ensure_ascii=False, indent=2))
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# zhbert vocab build
+
+
+def _add_vocab(sub) -> None:
+    p = sub.add_parser("vocab", help="vocabulary tools")
+    vsub = p.add_subparsers(dest="vocab_command", required=True)
+    b = vsub.add_parser("build", help="build a BERT-layout character vocab.txt from a corpus")
+    b.add_argument("--input", nargs="+", required=True)
+    b.add_argument("--output", required=True, help="path of the vocab.txt to write")
+    b.add_argument("--size", type=int, default=21128)
+    b.add_argument("--format", default="auto", choices=["auto", "bert", "plain", "jsonl", "wiki"])
+    b.add_argument("--text-field", default="text")
+    b.add_argument("--min-freq", type=int, default=1)
+    b.set_defaults(func=_run_vocab_build)
+
+
+def _run_vocab_build(args) -> int:
+    from zhbert.tokenizer import build_vocab
+
+    path = build_vocab(args.input, args.output, size=args.size, fmt=args.format,
+                       min_freq=args.min_freq, text_field=args.text_field)
+    print(path)
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# Commands of later stages register here (export, plot, eval, download, release).
+
+
+def _add_later_stages(sub) -> None:
+    for module, fn in (
+        ("zhbert.checkpoint", "add_cli"),  # zhbert export
+        ("zhbert.plot", "add_cli"),  # zhbert plot
+        ("zhbert.clue.cli", "add_cli"),  # zhbert eval clue
+        ("zhbert.hub", "add_cli"),  # zhbert download
+        ("zhbert.release", "add_cli"),  # zhbert release
+    ):
+        try:
+            mod = __import__(module, fromlist=[fn])
+        except ModuleNotFoundError as e:
+            if e.name and (e.name == module or module.startswith(e.name + ".")):
+                continue  # stage not present in this build
+            raise
+        getattr(mod, fn)(sub)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zhbert", description="Chinese BERT pretraining pipeline")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command")
+    _add_prepare(sub)
+    _add_vocab(sub)
+    _add_later_stages(sub)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from zhbert import __version__
+
+        print(__version__)
+        return 0
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except ZhbertError as e:
+        print(f"zhbert {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"zhbert {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
