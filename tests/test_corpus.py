@@ -1,0 +1,320 @@
+"""Corpus reading: normalisation, sentence splitting, the four formats, robustness."""
+
+import bz2
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from zhbert.corpus import (
+    Document,
+    ReadStats,
+    detect_format,
+    iter_documents,
+    list_input_files,
+    normalize_text,
+    read_documents,
+    split_sentences,
+)
+from zhbert.errors import DataError
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "corpora" / "sample"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+PRETRAIN = SHARED / "pretrain_corpus"
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+    return path
+
+
+# ----------------------------------------------------------------------------- split
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("今天天气很好。我们去公园吧！你去吗？", ["今天天气很好。", "我们去公园吧！", "你去吗？"]),
+        ("他说：“我明天就走。”她没有回答。", ["他说：“我明天就走。”", "她没有回答。"]),
+        ("“你来了？”“来了！”", ["“你来了？”", "“来了！”"]),
+        ("他在信中写道：「一切安好。」（完）", ["他在信中写道：「一切安好。」", "（完）"]),
+        ("书名是《三体》。）后面", ["书名是《三体》。）", "后面"]),
+        ("真的吗？！当然！！！", ["真的吗？！", "当然！！！"]),
+        ("他沉默了……过了很久才开口。", ["他沉默了……", "过了很久才开口。"]),
+        ("等等…好吧", ["等等…", "好吧"]),
+        ("第一，价格；第二，质量。", ["第一，价格；", "第二，质量。"]),
+        ("圆周率约等于3.14，增长了3.5%。", ["圆周率约等于3.14，增长了3.5%。"]),
+        ("This is a test. It works! Really? Yes.", ["This is a test.", "It works!", "Really?", "Yes."]),
+        ("Python 3.11 was released.下一句。", ["Python 3.11 was released.", "下一句。"]),
+        ("访问 www.example.com 即可。", ["访问 www.example.com 即可。"]),
+        ("See e.g. the U.S. rules. Next one.", ["See e.g. the U.S. rules.", "Next one."]),
+        ("Dr. Wang met J. K. Rowling. They talked.", ["Dr. Wang met J. K. Rowling.", "They talked."]),
+        ("Wait... what? ok", ["Wait...", "what?", "ok"]),
+        ('他说:"好的."然后离开了.', ['他说:"好的."', "然后离开了."]),
+        ('第一句。"第二句"在这里。', ["第一句。", '"第二句"在这里。']),
+        ("新模型在GPU上训练;效果不错!2023年发布", ["新模型在GPU上训练;", "效果不错!", "2023年发布"]),
+        ("没有标点的一句话", ["没有标点的一句话"]),
+        ("  。 ！ ", ["。", "！"]),
+        ("", []),
+    ],
+)
+def test_split_sentences(text, expected):
+    assert split_sentences(text) == expected
+
+
+def test_split_fullwidth_stop_kept_when_not_normalised():
+    # 红楼梦 uses the full-width full stop U+FF0E as its sentence end.
+    assert split_sentences("此开卷第一回也．作者自云") == ["此开卷第一回也．", "作者自云"]
+    assert split_sentences("约３．５倍") == ["约３．５倍"]
+
+
+# ----------------------------------------------------------------------------- normalise
+
+
+def test_normalize_text():
+    assert normalize_text("\ufeff你好") == "你好"
+    assert normalize_text("第一行\r\n第二行\r") == "第一行 第二行"
+    assert normalize_text("ＡＢＣ１２３！") == "ABC123!"
+    assert normalize_text("ＡＢＣ１２３！", fullwidth=False) == "ＡＢＣ１２３！"
+    assert normalize_text("中\u3000\u3000文") == "中 文"
+    assert normalize_text("零\u200b宽\u200c字\u200d符\u2060号\ufeff") == "零宽字符号"
+    assert normalize_text("控\x00制\x07字\x1b符\x7f\x85") == "控制字符"
+    assert normalize_text("  多个 \t\n 空白  ") == "多个 空白"
+    assert normalize_text("中文（括号），句号。") == "中文(括号),句号。"
+    assert normalize_text("") == ""
+
+
+def test_normalize_t2s():
+    assert normalize_text("漢語", t2s=True) == "汉语"
+    assert normalize_text("數學是一門學科。", t2s=True) == "数学是一门学科。"
+    assert normalize_text("漢語") == "漢語"
+
+
+# ----------------------------------------------------------------------------- formats
+
+
+BERT_TEXT = "第一句话。\n第二句话。\n\n另一篇文章的第一句。\n第二句。\n第三句。\n"
+PLAIN_TEXT = "第一段。还有一句！\n\n第二段只有一句。\n"
+WIKI_TEXT = (
+    '<doc id="1" url="https://zh.wikipedia.org/wiki?curid=1" title="数学">\n'
+    "数学\n\n"
+    "數學是研究數量的學科。它有很長的歷史。\n\n"
+    "西方语言中“数学”（）一词源自古希腊语。\n"
+    "</doc>\n"
+    '<doc id="2" url="https://zh.wikipedia.org/wiki?curid=2" title="物理学">\n'
+    "物理学\n"
+    "物理学研究物质和能量。\n"
+    "</doc>\n"
+)
+
+
+def test_bert_format(tmp_path):
+    f = write(tmp_path / "a.txt", BERT_TEXT)
+    assert detect_format(f) == "bert"
+    docs, stats = read_documents(f, fmt="bert")
+    assert docs == [
+        Document(f"{f}:1", ["第一句话。", "第二句话。"]),
+        Document(f"{f}:4", ["另一篇文章的第一句。", "第二句。", "第三句。"]),
+    ]
+    assert (stats.files, stats.documents, stats.sentences) == (1, 2, 5)
+    assert stats.chars == sum(len(s) for d in docs for s in d.sentences)
+
+
+def test_plain_format(tmp_path):
+    f = write(tmp_path / "p.txt", PLAIN_TEXT)
+    assert detect_format(f) == "plain"
+    docs, _ = read_documents(f)
+    assert docs == [Document(f"{f}:1", ["第一段。", "还有一句!"]), Document(f"{f}:3", ["第二段只有一句。"])]
+    # a file without any blank line is plain too: one document per line
+    g = write(tmp_path / "q.txt", "一段。两句。\n另一段。\n")
+    assert detect_format(g) == "plain"
+    assert [d.sentences for d in iter_documents(g)] == [["一段。", "两句。"], ["另一段。"]]
+
+
+def test_jsonl_format(tmp_path):
+    rows = [{"text": "第一篇。有两句。"}, {"text": "第二篇\n第二段。"}]
+    f = write(tmp_path / "c.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    assert detect_format(f) == "jsonl"
+    docs, _ = read_documents(f)
+    assert docs == [Document(f"{f}:1", ["第一篇。", "有两句。"]), Document(f"{f}:2", ["第二篇", "第二段。"])]
+
+
+def test_jsonl_custom_field_and_bad_lines(tmp_path):
+    lines = [
+        json.dumps({"title": "t", "content": "新闻正文。第二句。"}, ensure_ascii=False),
+        "{not json",
+        json.dumps({"content": None}),
+        json.dumps({"content": "最后一篇。"}, ensure_ascii=False),
+    ]
+    f = write(tmp_path / "news.json", "\n".join(lines) + "\n")
+    assert detect_format(f, text_field="content") == "jsonl"
+    docs, stats = read_documents(f, text_field="content")
+    assert [d.sentences for d in docs] == [["新闻正文。", "第二句。"], ["最后一篇。"]]
+    assert [d.id for d in docs] == [f"{f}:1", f"{f}:4"]
+    assert stats.skipped_lines == 2
+    assert stats.skipped_locations == [f"{f}:2", f"{f}:3"]
+    # the wrong field name is reported with the fields that exist instead of skipping all
+    with pytest.raises(DataError, match=r"news\.json:1.*'text'.*content"):
+        list(iter_documents(f))
+
+
+def test_wiki_format(tmp_path):
+    f = write(tmp_path / "AA" / "wiki_00", WIKI_TEXT)
+    assert detect_format(f) == "wiki"
+    docs, _ = read_documents(tmp_path, t2s=True)
+    assert docs == [
+        Document(f"{f}:1", ["数学是研究数量的学科。", "它有很长的历史。", "西方语言中“数学”一词源自古希腊语。"]),
+        Document(f"{f}:8", ["物理学研究物质和能量。"]),
+    ]
+
+
+def test_auto_detects_each_file_in_directory(tmp_path):
+    write(tmp_path / "b" / "bert.txt", BERT_TEXT)
+    write(tmp_path / "a" / "plain.txt", PLAIN_TEXT)
+    write(tmp_path / "c.jsonl", '{"text": "JSON里的一句。"}\n')
+    write(tmp_path / "d" / "wiki_00", WIKI_TEXT)
+    write(tmp_path / ".hidden", "不读这个。\n")
+    files = list_input_files(tmp_path)
+    assert [f.relative_to(tmp_path).as_posix() for f in files] == [
+        "a/plain.txt", "b/bert.txt", "c.jsonl", "d/wiki_00"]
+    assert [detect_format(f) for f in files] == ["plain", "bert", "jsonl", "wiki"]
+    docs, stats = read_documents(tmp_path)
+    assert stats.files == 4 and stats.documents == 2 + 2 + 1 + 2 == len(docs)
+
+
+def test_dedup(tmp_path):
+    f = write(tmp_path / "d.txt", "重复的段落。\n不同的段落。\n重复的段落。\n\u3000重复的段落。 \n")
+    docs, stats = read_documents(f)
+    assert [d.sentences for d in docs] == [["重复的段落。"], ["不同的段落。"]]
+    assert stats.duplicates_dropped == 2
+    docs, stats = read_documents(f, dedup=False)
+    assert len(docs) == 4 and stats.duplicates_dropped == 0
+
+
+def test_min_sentence_chars(tmp_path):
+    f = write(tmp_path / "m.txt", "短。这一句比较长一些。\n好。\n")
+    docs, _ = read_documents(f, min_sentence_chars=3)
+    assert [d.sentences for d in docs] == [["这一句比较长一些。"]]
+
+
+def test_bad_utf8_skipped_with_location(tmp_path):
+    data = "好的一行。\n".encode() + b"\xff\xfe bad \x80\n" + "第三行。\n".encode()
+    data += "中".encode()[:2] + b"\n" + "最后。\n".encode()
+    f = write(tmp_path / "bad.txt", data)
+    docs, stats = read_documents(f, fmt="plain")
+    assert [d.sentences for d in docs] == [["好的一行。"], ["第三行。"], ["最后。"]]
+    assert [d.id for d in docs] == [f"{f}:1", f"{f}:3", f"{f}:5"]
+    assert stats.skipped_lines == 2
+    assert stats.skipped_locations == [f"{f}:2", f"{f}:4"]
+
+
+def test_skipped_locations_capped_and_merge(tmp_path):
+    f = write(tmp_path / "many.txt", b"\xff\n" * 15 + "好。\n".encode())
+    _, stats = read_documents(f)
+    assert stats.skipped_lines == 15 and len(stats.skipped_locations) == 10
+    total = ReadStats(files=1, documents=2, skipped_lines=1, skipped_locations=["x:1"])
+    total.merge(stats)
+    assert total.files == 2 and total.documents == 3 and total.skipped_lines == 16
+    assert total.skipped_locations[:2] == ["x:1", f"{f}:1"] and len(total.skipped_locations) == 10
+    assert total.to_dict()["duplicates_dropped"] == 0
+
+
+def test_line_endings_and_bom(tmp_path):
+    crlf = write(tmp_path / "crlf.txt", "\ufeff第一段。\r\n\r\n第二段。\r\n")
+    cr = write(tmp_path / "cr.txt", "第一段。\r第二段。\r")
+    for f in (crlf, cr):
+        docs, _ = read_documents(f)
+        assert [d.sentences for d in docs] == [["第一段。"], ["第二段。"]]
+    assert [d.id for d in iter_documents(cr)] == [f"{cr}:1", f"{cr}:2"]
+    bom_json = write(tmp_path / "b.jsonl", '\ufeff{"text": "有BOM。"}\n')
+    assert detect_format(bom_json) == "jsonl"
+
+
+def test_compressed_files(tmp_path, monkeypatch):
+    gz = tmp_path / "a.txt.gz"
+    gz.write_bytes(gzip.compress(BERT_TEXT.encode()))
+    bz = tmp_path / "b.jsonl.bz2"
+    bz.write_bytes(bz2.compress('{"text": "压缩的。"}\n'.encode()))
+    assert detect_format(gz) == "bert" and detect_format(bz) == "jsonl"
+    docs, _ = read_documents([gz, bz])
+    assert [d.sentences for d in docs] == [["第一句话。", "第二句话。"], ["另一篇文章的第一句。", "第二句。", "第三句。"], ["压缩的。"]]
+    # lines spanning read chunks (and a CRLF split across chunks) are reassembled
+    import zhbert.corpus as corpus
+
+    monkeypatch.setattr(corpus, "_CHUNK", 3)
+    crlf = write(tmp_path / "c.txt", "一二三四五。\r\n\r\n六七。\r\n")
+    assert [d.id for d in iter_documents(crlf)] == [f"{crlf}:1", f"{crlf}:3"]
+    assert [d.sentences for d in iter_documents(gz)][0] == ["第一句话。", "第二句话。"]
+
+
+def test_truncated_gzip_is_data_error(tmp_path):
+    gz = tmp_path / "broken.gz"
+    gz.write_bytes(gzip.compress(("一句话。\n" * 1000).encode())[:60])
+    with pytest.raises(DataError, match="broken.gz"):
+        list(iter_documents(gz))
+
+
+def test_missing_path_is_data_error(tmp_path):
+    missing = tmp_path / "nope.txt"
+    with pytest.raises(DataError, match="nope.txt"):
+        list(iter_documents([missing]))
+    with pytest.raises(DataError, match="nope.txt"):
+        list_input_files(missing)
+
+
+def test_empty_input_is_not_an_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    write(tmp_path / "blank.txt", "\n \n\u3000\n")
+    docs, stats = read_documents(tmp_path)
+    assert docs == [] and stats.files == 1 and stats.documents == 0
+
+
+# ----------------------------------------------------------------------------- corpora
+
+
+def test_bundled_sample_corpus():
+    files = list_input_files(SAMPLE)
+    formats = {f.name: detect_format(f) for f in files}
+    assert formats["sample_bert.txt"] == "bert"
+    assert formats["sample_plain.txt"] == "plain"
+    assert formats["sample.jsonl"] == "jsonl"
+    assert formats["wiki_sample"] == "wiki"
+    for f in files:
+        raw = f.read_bytes()
+        raw.decode("utf-8")  # valid UTF-8
+        assert b"\r" not in raw
+    docs, stats = read_documents(SAMPLE)
+    assert stats.skipped_lines == 0 and stats.duplicates_dropped == 0
+    bert_docs = [d for d in docs if "sample_bert.txt" in d.id]
+    assert 80 <= len(bert_docs) <= 120
+    assert all(4 <= len(d.sentences) <= 10 for d in bert_docs)
+    assert sum(f.stat().st_size for f in files) < 300_000
+
+
+@pytest.mark.skipif(not PRETRAIN.exists(), reason="../shared/data/pretrain_corpus absent")
+def test_shared_pretrain_corpus():
+    clue = PRETRAIN / "cluecorpussmall_uer" / "CLUECorpusSmall_bert_sampled.txt"
+    wiki = PRETRAIN / "zhwiki_sample" / "wiki_00"
+    novel = PRETRAIN / "classics_public_domain" / "红楼梦.txt"
+    assert detect_format(clue) == "bert"
+    assert detect_format(wiki) == "wiki"
+    assert detect_format(novel) == "plain"
+
+    docs, stats = read_documents(clue)
+    assert stats.documents == 2500 and stats.skipped_lines == 0
+    assert 15_000 < stats.sentences < 21_000  # 20641 lines minus 2499 blank ones
+
+    docs, stats = read_documents(wiki, t2s=True)
+    assert stats.documents == 64 == sum(1 for line in wiki.open(encoding="utf-8") if line.startswith("<doc"))
+    assert docs[0].sentences[0].startswith("数学是利用符号语言研究数量")  # title line dropped
+    assert all("數" not in s for d in docs for s in d.sentences)
+
+    docs, stats = read_documents(novel)
+    assert stats.documents > 2000 and stats.sentences > 20_000
+    assert all("\r" not in s for d in docs for s in d.sentences)
+    # the novel ends sentences with the full-width '．', normalised to '.' and split there
+    first_chapter = next(d for d in docs if d.sentences[0].startswith("此开卷第一回也"))
+    assert first_chapter.sentences[0] == "此开卷第一回也."

@@ -1,0 +1,527 @@
+"""Stage 1: read raw Chinese text into documents made of normalised sentences.
+
+Everything downstream (vocab, jieba segmentation, NSP pairs) sees corpora only through
+``iter_documents``: a stream of ``Document(id, sentences)``. Document boundaries matter
+because BERT's sentence pairs (A, B-follows-A) are drawn from inside one document, and
+sentence boundaries matter because pairs are cut at real sentence ends.
+
+Input formats (``fmt``), chosen per file when ``fmt="auto"`` (see ``detect_format``):
+
+``bert``   one sentence per line, a blank line between documents (Google BERT / UER format).
+``plain``  one paragraph per line; every line is one document, split into sentences.
+``jsonl``  one JSON object per line; its ``text_field`` (default ``"text"``) is one document.
+``wiki``   WikiExtractor output: ``<doc id=.. url=.. title=..>`` ... ``</doc>``; the first
+           line repeating the title is dropped, each paragraph is split into sentences.
+
+Files are read in binary and decoded line by line, so one corrupt byte costs one line
+(skipped, counted, located in ``ReadStats``), never the run. ``.gz`` / ``.bz2`` files
+(recognised by their magic bytes) are decompressed on the fly. Memory is bounded by one
+document plus one 8-byte hash per document kept for exact-duplicate removal.
+"""
+
+from __future__ import annotations
+
+import bz2
+import functools
+import gzip
+import hashlib
+import html
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Iterator
+
+from zhbert.errors import ConfigError, DataError
+
+FORMATS = ("bert", "plain", "jsonl", "wiki")
+MAX_SKIPPED_LOCATIONS = 10
+_CHUNK = 1 << 20  # bytes read at a time; lines are reassembled across chunks
+
+
+@dataclass
+class Document:
+    id: str  # "path:first_line_number" (1-based)
+    sentences: list[str]  # normalised, non-empty
+
+
+@dataclass
+class ReadStats:
+    files: int = 0
+    documents: int = 0
+    sentences: int = 0
+    chars: int = 0
+    duplicates_dropped: int = 0
+    skipped_lines: int = 0  # undecodable UTF-8 lines and unusable JSON lines
+    skipped_locations: list[str] = field(default_factory=list)  # first 10 "path:line"
+
+    def skip(self, location: str) -> None:
+        self.skipped_lines += 1
+        if len(self.skipped_locations) < MAX_SKIPPED_LOCATIONS:
+            self.skipped_locations.append(location)
+
+    def merge(self, other: "ReadStats") -> None:
+        """Add ``other``'s counters to this one (e.g. stats from worker processes)."""
+        self.files += other.files
+        self.documents += other.documents
+        self.sentences += other.sentences
+        self.chars += other.chars
+        self.duplicates_dropped += other.duplicates_dropped
+        self.skipped_lines += other.skipped_lines
+        room = MAX_SKIPPED_LOCATIONS - len(self.skipped_locations)
+        self.skipped_locations.extend(other.skipped_locations[: max(room, 0)])
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+def _build_translation() -> dict[int, str | None]:
+    table: dict[int, str | None] = {}
+    # Control characters go; the whitespace-like ones become a space (collapsed later).
+    for c in list(range(0x00, 0x20)) + [0x7F] + list(range(0x80, 0xA0)):
+        table[c] = None
+    for c in (0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x85):
+        table[c] = " "
+    # Zero-width and invisible formatting characters: ZWSP/ZWNJ/ZWJ, LRM/RLM, bidi
+    # embeddings and isolates, word joiner and invisible operators, soft hyphen, BOM.
+    invisible = [0x00AD, 0x034F, 0x061C, 0x180E, 0xFEFF]
+    invisible += list(range(0x200B, 0x2010)) + list(range(0x202A, 0x202F))
+    invisible += list(range(0x2060, 0x2065)) + list(range(0x2066, 0x206A))
+    for c in invisible:
+        table[c] = None
+    return table
+
+
+_BASE_TABLE = _build_translation()
+# Full-width ASCII variants U+FF01..U+FF5E map to U+0021..U+007E; ideographic space to space.
+_FULLWIDTH_TABLE = {**_BASE_TABLE, **{c: chr(c - 0xFEE0) for c in range(0xFF01, 0xFF5F)}, 0x3000: " "}
+
+
+@functools.lru_cache(maxsize=1)
+def _t2s_converter():
+    # opencc-python-reimplemented builds its dictionaries on construction: do it once.
+    from opencc import OpenCC
+
+    return OpenCC("t2s").convert
+
+
+def normalize_text(text: str, fullwidth: bool = True, t2s: bool = False) -> str:
+    """Clean one line or paragraph of text.
+
+    - BOM, zero-width characters (U+200B..U+200F, U+2060.., U+FEFF, soft hyphen, bidi marks)
+      and control characters are removed; CR, LF, tabs become spaces.
+    - ``fullwidth``: full-width ASCII ``ＡＢＣ１２３！（，）`` becomes ``ABC123!(,)`` and the
+      ideographic space U+3000 a space. CJK punctuation outside that block (``。、“”《》``)
+      is kept as it is.
+    - Runs of whitespace (including U+3000 and NBSP) collapse to one space; ends stripped.
+    - ``t2s``: traditional -> simplified Chinese with OpenCC (``漢語`` -> ``汉语``).
+
+    >>> normalize_text("\\ufeff  ＢＥＲＴ\\u3000模型\\u200b很强！\\r\\n")
+    'BERT 模型很强!'
+    """
+    text = text.translate(_FULLWIDTH_TABLE if fullwidth else _BASE_TABLE)
+    text = " ".join(text.split())
+    if t2s and text:
+        text = _t2s_converter()(text)
+    return text
+
+
+# --------------------------------------------------------------------------- sentence split
+
+_STRONG = "。！？!?；…｡"  # always end a sentence
+_WEAK = ".;．"  # end a sentence only in the right context (see split_sentences)
+_CLOSERS = "”’」』）)》】〉〕］]\"'"
+_BOUNDARY_RE = re.compile(
+    "[" + re.escape(_STRONG + _WEAK) + "]+[" + re.escape(_STRONG + _WEAK + _CLOSERS) + "]*"
+)
+# Words whose trailing '.' is an abbreviation, not a sentence end (compared lower-cased).
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr prof sr jr st vs etc al fig figs eq no nos vol pp ed eds approx dept est inc ltd co corp jan feb mar apr jun jul aug sep sept oct nov dec".split()
+)
+_WORD_BEFORE_RE = re.compile(r"([A-Za-z][A-Za-z.]*)$")
+
+
+def _is_ascii_alnum(ch: str) -> bool:
+    return ch.isascii() and ch.isalnum()
+
+
+def _weak_ends_sentence(text: str, start: int, end: int, dots: str) -> bool:
+    """Decide whether a '.'/';'/'．' run at text[start:end] ends a sentence."""
+    nxt = text[end] if end < len(text) else ""
+    prev = text[start - 1] if start > 0 else ""
+    if prev.isdigit() and nxt.isdigit():  # 3.14, ３．１４, 1;2
+        return False
+    if dots == "．":  # full-width full stop (kept when fullwidth=False): used like '。'
+        return True
+    if nxt == "":
+        return True
+    if _is_ascii_alnum(nxt) or (nxt.isascii() and not nxt.isspace()):
+        return False  # www.example.com, a;b, "3.x", ".)" etc.
+    if ";" in dots:
+        return True
+    if len(dots) >= 2:  # "..." is an ellipsis: ends the sentence like '…'
+        return True
+    word = _WORD_BEFORE_RE.search(text, 0, start)
+    if word:
+        w = word.group(1)
+        if "." in w or len(w) == 1 or w.lower() in _ABBREVIATIONS:
+            return False  # e.g. / U.S. / J. K. Rowling / Dr. Smith
+    if nxt.isspace():
+        after = text[end:].lstrip()[:1]
+        if after.islower() and after.isascii():
+            return False  # "approx. five", "the Co. was" -- a lowercase word follows
+    return True
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split a paragraph into sentences.
+
+    Rule: a sentence ends after a run of terminal punctuation, together with any closing
+    quotes/brackets (``”’」』）)》】"'``) that directly follow it.
+
+    - ``。！？!?；…`` always end a sentence; a run such as ``？！``, ``!!!`` or ``……`` is one
+      terminator.
+    - ``;`` and ``.`` end a sentence unless an ASCII letter, digit or other ASCII symbol
+      follows directly (``3.14``, ``www.pku.edu.cn``, ``a;b`` stay whole). A single ``.``
+      after an abbreviation (``Dr.``, ``e.g.``, ``U.S.``, single initials ``J.``) or before
+      a lowercase word does not end a sentence. ``...`` counts as an ellipsis. The
+      full-width ``．`` ends a sentence unless it sits between digits.
+    - An ASCII ``"`` after a terminator belongs to the sentence only if it closes a quote
+      opened in that sentence (odd number of ``"`` before it); otherwise it opens the next.
+    - Pieces are stripped; empty pieces are dropped.
+
+    >>> split_sentences("他说：“今天下雨了。”我点点头。")
+    ['他说：“今天下雨了。”', '我点点头。']
+    >>> split_sentences("圆周率约为3.14. It is irrational. 真的吗？！是的……好吧")
+    ['圆周率约为3.14.', 'It is irrational.', '真的吗？！', '是的……', '好吧']
+    >>> split_sentences("See e.g. Dr. Wang; he knows.")
+    ['See e.g. Dr. Wang;', 'he knows.']
+    """
+    sentences: list[str] = []
+    seg_start = 0
+    for m in _BOUNDARY_RE.finditer(text):
+        start, end = m.start(), m.end()
+        run = m.group()
+        # Terminal characters of the match (the leading run before any closer).
+        term_len = len(run) - len(run.lstrip(_STRONG + _WEAK))
+        terms = run[:term_len]
+        if not any(c in _STRONG for c in run) and not _weak_ends_sentence(text, start, end, terms):
+            continue
+        # An ASCII '"' that would open a new quote belongs to the next sentence.
+        cut = end
+        for i in range(start + term_len, end):
+            if text[i] == '"' and text.count('"', seg_start, i) % 2 == 0:
+                cut = i
+                break
+        piece = text[seg_start:cut].strip()
+        if piece:
+            sentences.append(piece)
+        seg_start = cut
+    tail = text[seg_start:].strip()
+    if tail:
+        sentences.append(tail)
+    return sentences
+
+
+# --------------------------------------------------------------------------- files
+
+
+def list_input_files(paths) -> list[Path]:
+    """Expand ``paths`` (one path or a list) into files; directories recursively, sorted.
+
+    Hidden files and directories inside a given directory (``.DS_Store``, ``.git``) are
+    skipped. A path that does not exist raises ``DataError`` naming it.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    files: list[Path] = []
+    seen: set[Path] = set()
+    for p in paths:
+        p = Path(p)
+        if not p.exists():
+            raise DataError(f"input path does not exist: {p}")
+        if p.is_dir():
+            found = sorted(
+                (f for f in p.rglob("*") if f.is_file() and not any(
+                    part.startswith(".") for part in f.relative_to(p).parts)),
+                key=lambda f: f.as_posix(),
+            )
+        else:
+            found = [p]
+        for f in found:
+            if f not in seen:
+                seen.add(f)
+                files.append(f)
+    return files
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    """Open a file for binary reading, decompressing gzip / bzip2 by magic bytes."""
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(3)
+        if magic[:2] == b"\x1f\x8b":
+            return gzip.open(path, "rb")
+        if magic == b"BZh":
+            return bz2.open(path, "rb")
+        return open(path, "rb")
+    except OSError as e:
+        raise DataError(f"cannot read input file {path}: {e}") from None
+
+
+def _iter_raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """Yield (1-based line number, raw line without its ending); LF, CRLF and CR all end a line."""
+    lineno = 0
+    rest = b""
+    with _open_binary(path) as fh:
+        while True:
+            try:
+                chunk = fh.read(_CHUNK)
+            except (OSError, EOFError, ValueError) as e:  # truncated / corrupt archive
+                raise DataError(f"{path}:{lineno + 1}: cannot decompress input: {e}") from None
+            if not chunk:
+                break
+            lines = (rest + chunk).splitlines(keepends=True)
+            # The last piece may continue in the next chunk (a lone trailing '\r' may be
+            # the first half of '\r\n').
+            last = lines[-1]
+            rest = last if (not last.endswith((b"\n", b"\r")) or last.endswith(b"\r")) else b""
+            if rest:
+                lines.pop()
+            for line in lines:
+                lineno += 1
+                yield lineno, line.rstrip(b"\r\n")
+        if rest:
+            lineno += 1
+            yield lineno, rest.rstrip(b"\r\n")
+
+
+def _iter_lines(path: Path, stats: ReadStats) -> Iterator[tuple[int, str]]:
+    """Decoded lines; a line that is not valid UTF-8 is skipped and recorded in ``stats``."""
+    for lineno, raw in _iter_raw_lines(path):
+        try:
+            yield lineno, raw.decode("utf-8")
+        except UnicodeDecodeError:
+            stats.skip(f"{path}:{lineno}")
+
+
+def _sniff_lines(path: Path, max_lines: int = 200) -> list[str]:
+    out = []
+    for _, raw in _iter_raw_lines(path):
+        out.append(raw.decode("utf-8", errors="replace"))
+        if len(out) >= max_lines:
+            break
+    return out
+
+
+def detect_format(path, text_field: str = "text") -> str:
+    """Guess a file's format from its first lines: 'bert' | 'plain' | 'jsonl' | 'wiki'.
+
+    First non-empty line starts with ``<doc`` -> wiki; is a JSON object -> jsonl.
+    Otherwise look at the blank-line structure of the first 200 lines: if blank lines
+    separate blocks and most blocks hold several lines (sentences) -> bert; else plain
+    (one paragraph per line, with or without blank lines between paragraphs).
+    ``text_field`` is accepted for symmetry with ``iter_documents``; a JSON object that
+    lacks it is still reported as jsonl so the reader can name the missing field.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"input path does not exist: {path}")
+    lines = [normalize_text(line, fullwidth=False) for line in _sniff_lines(path)]
+    first = next((line for line in lines if line), "")
+    if first.startswith("<doc"):
+        return "wiki"
+    if first.startswith("{"):
+        try:
+            if isinstance(json.loads(first), dict):
+                return "jsonl"
+        except ValueError:
+            pass
+    blocks: list[int] = []  # number of non-empty lines in each blank-separated block
+    run = 0
+    saw_blank = False
+    for line in lines:
+        if line:
+            run += 1
+        else:
+            saw_blank = saw_blank or bool(blocks) or run > 0
+            if run:
+                blocks.append(run)
+            run = 0
+    if run and len(lines) < 200:  # last block is complete only if the file ended
+        blocks.append(run)
+    if saw_blank and blocks:
+        multi = sum(1 for b in blocks if b >= 2)
+        if multi * 2 >= len(blocks):
+            return "bert"
+    return "plain"
+
+
+# --------------------------------------------------------------------------- readers
+# Each reader yields (first_line_number, sentences) for one file; sentences are
+# normalised but not yet filtered by length, and may be empty.
+
+
+def _split_paragraph(text: str, fullwidth: bool, t2s: bool) -> list[str]:
+    return split_sentences(normalize_text(text, fullwidth, t2s))
+
+
+def _read_bert(path, stats, fullwidth, t2s, **_):
+    sentences: list[str] = []
+    first = 0
+    for lineno, line in _iter_lines(path, stats):
+        s = normalize_text(line, fullwidth, t2s)
+        if s:
+            if not sentences:
+                first = lineno
+            sentences.append(s)
+        elif sentences:
+            yield first, sentences
+            sentences = []
+    if sentences:
+        yield first, sentences
+
+
+def _read_plain(path, stats, fullwidth, t2s, **_):
+    for lineno, line in _iter_lines(path, stats):
+        sentences = _split_paragraph(line, fullwidth, t2s)
+        if sentences:
+            yield lineno, sentences
+
+
+def _read_jsonl(path, stats, fullwidth, t2s, text_field="text", **_):
+    first_record = True
+    for lineno, line in _iter_lines(path, stats):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            stats.skip(f"{path}:{lineno}")
+            continue
+        value = record.get(text_field) if isinstance(record, dict) else None
+        if first_record and isinstance(record, dict) and text_field not in record:
+            # Almost certainly the wrong --text-field: say so instead of skipping every line.
+            raise DataError(
+                f"{path}:{lineno}: JSON record has no field {text_field!r} "
+                f"(fields: {', '.join(map(str, record)) or 'none'}); set the text field "
+                f"(--text-field / data.text_field)"
+            )
+        first_record = False
+        if not isinstance(value, str):
+            stats.skip(f"{path}:{lineno}")
+            continue
+        sentences = [s for para in value.splitlines() for s in _split_paragraph(para, fullwidth, t2s)]
+        if sentences:
+            yield lineno, sentences
+
+
+_DOC_ATTR_RE = re.compile(r'(\w+)="([^"]*)"')
+_EMPTY_BRACKETS_RE = re.compile(r"\(\s*[,;、，；]?\s*\)|（\s*）")
+
+
+def _read_wiki(path, stats, fullwidth, t2s, **_):
+    in_doc = False
+    first = 0
+    title = ""
+    title_pending = False  # the first content line may repeat the title
+    sentences: list[str] = []
+    for lineno, line in _iter_lines(path, stats):
+        stripped = line.strip()
+        if stripped.startswith("<doc") and stripped.endswith(">"):
+            if in_doc and sentences:  # previous doc lacked </doc>
+                yield first, sentences
+            attrs = dict(_DOC_ATTR_RE.findall(stripped))
+            title = html.unescape(attrs.get("title", "")).strip()
+            in_doc, first, title_pending, sentences = True, lineno, True, []
+            continue
+        if stripped == "</doc>":
+            if in_doc and sentences:
+                yield first, sentences
+            in_doc, sentences = False, []
+            continue
+        if not in_doc or not stripped:
+            continue
+        if title_pending:
+            title_pending = False
+            if html.unescape(stripped) == title:
+                continue
+        # WikiExtractor leaves "()" where it removed foreign-language text or templates.
+        text = _EMPTY_BRACKETS_RE.sub("", normalize_text(line, fullwidth, t2s))
+        sentences.extend(split_sentences(text))
+    if in_doc and sentences:
+        yield first, sentences
+
+
+_READERS = {"bert": _read_bert, "plain": _read_plain, "jsonl": _read_jsonl, "wiki": _read_wiki}
+
+
+def _doc_hash(sentences: list[str]) -> int:
+    digest = hashlib.blake2b("\n".join(sentences).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def iter_documents(
+    paths,
+    fmt: str = "auto",
+    text_field: str = "text",
+    fullwidth: bool = True,
+    t2s: bool = False,
+    dedup: bool = True,
+    stats: ReadStats | None = None,
+    min_sentence_chars: int = 1,
+) -> Iterator[Document]:
+    """Stream documents from files and directories (see module docstring for formats).
+
+    Sentences shorter than ``min_sentence_chars`` characters are dropped, documents left
+    without sentences are dropped, and (``dedup``) a document whose normalised sentences
+    equal an earlier one's is dropped and counted in ``stats.duplicates_dropped``.
+    Pass a ``ReadStats`` to collect counts. An empty result is not an error here.
+    """
+    if fmt != "auto" and fmt not in FORMATS:
+        raise ConfigError(f"unknown corpus format {fmt!r}; expected auto or one of {', '.join(FORMATS)}")
+    if stats is None:
+        stats = ReadStats()
+    min_chars = max(int(min_sentence_chars), 1)
+    seen: set[int] = set()
+    for path in list_input_files(paths):
+        file_fmt = detect_format(path, text_field) if fmt == "auto" else fmt
+        stats.files += 1
+        reader = _READERS[file_fmt]
+        for first_line, sentences in reader(path, stats, fullwidth, t2s, text_field=text_field):
+            sentences = [s for s in sentences if len(s) >= min_chars]
+            if not sentences:
+                continue
+            if dedup:
+                h = _doc_hash(sentences)
+                if h in seen:
+                    stats.duplicates_dropped += 1
+                    continue
+                seen.add(h)
+            stats.documents += 1
+            stats.sentences += len(sentences)
+            stats.chars += sum(len(s) for s in sentences)
+            yield Document(id=f"{path}:{first_line}", sentences=sentences)
+
+
+def read_documents(paths, **kwargs) -> tuple[list[Document], ReadStats]:
+    """Convenience for small corpora and tests: all documents in a list, plus stats."""
+    stats = ReadStats()
+    docs = list(iter_documents(paths, stats=stats, **kwargs))
+    return docs, stats
+
+
+__all__ = [
+    "Document",
+    "ReadStats",
+    "FORMATS",
+    "detect_format",
+    "normalize_text",
+    "split_sentences",
+    "iter_documents",
+    "list_input_files",
+    "read_documents",
+]
