@@ -247,7 +247,7 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]
     configs are taken relative to the current directory, as the CLI documents.
     """
     raw: dict[str, Any] = {}
-    where = str(path) if path is not None else "<defaults>"
+    where = str(path) if path is not None else "config overrides"
     if path is not None:
         p = Path(path)
         if not p.is_file():
