@@ -1,0 +1,205 @@
+"""Fine-tune one (task, seed): AdamW + linear warmup/decay, dev evaluation, best checkpoint.
+
+The loop, per seed::
+
+    seed python/numpy/torch from the seed; data order from torch.Generator(seed)
+    model = BertForSequenceClassification.from_pretrained(model_dir, num_labels=N)
+    for step in 1..ceil(epochs * steps_per_epoch):
+        loss = CE(model(batch).logits, labels); backward; clip; AdamW step; lr schedule step
+        evaluate on dev every `eval_every` steps and at each epoch end;
+        keep a CPU copy of the weights with the best dev accuracy (first best wins ties)
+    restore the best weights -> dev predictions + test predictions
+
+Precision: fp32 on CPU, bf16 autocast on CUDA (weights and optimizer states stay fp32).
+``use_deepspeed`` routes the same model/optimizer/schedule through a single-process
+``deepspeed.initialize`` engine (ZeRO stage 0); the numbers are the same loop.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from typing import Callable, Optional
+
+from zhbert.clue.data import Example
+from zhbert.clue.metrics import accuracy
+from zhbert.clue.tasks import ClueTaskConfig
+
+
+def encode(tokenizer, examples: list[Example], max_length: int) -> list[dict]:
+    """Tokenize once: [CLS] a [SEP] (b [SEP]), longest-first truncation to ``max_length``."""
+    return [tokenizer.encode_pair(e.text_a, e.text_b, max_length=max_length) for e in examples]
+
+
+def collate(encoded: list[dict], labels: Optional[list[int]], pad_id: int):
+    """Pad to the longest in the batch -> dict of (B, T) long tensors (+ labels (B,))."""
+    import torch
+
+    T = max(len(e["input_ids"]) for e in encoded)
+    batch = {}
+    for key, fill in (("input_ids", pad_id), ("token_type_ids", 0), ("attention_mask", 0)):
+        batch[key] = torch.tensor([e[key] + [fill] * (T - len(e[key])) for e in encoded], dtype=torch.long)
+    if labels is not None:
+        batch["labels"] = torch.tensor(labels, dtype=torch.long)
+    return batch
+
+
+def predict(model, encoded: list[dict], batch_size: int, device, pad_id: int) -> list[int]:
+    """Argmax class ids for every encoded example, in order."""
+    import torch
+
+    model.eval()
+    out: list[int] = []
+    with torch.no_grad(), _autocast(device):
+        for i in range(0, len(encoded), batch_size):
+            batch = {k: v.to(device) for k, v in collate(encoded[i:i + batch_size], None, pad_id).items()}
+            logits = model(**batch).logits  # (B, num_labels)
+            out.extend(logits.float().argmax(-1).tolist())
+    model.train()
+    return out
+
+
+def _autocast(device):
+    import contextlib
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _optimizer(model, cfg: ClueTaskConfig, total_steps: int):
+    import torch
+
+    no_decay = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm")
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in params if not any(k in n for k in no_decay)], "weight_decay": cfg.weight_decay},
+        {"params": [p for n, p in params if any(k in n for k in no_decay)], "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+    warmup = int(cfg.warmup_ratio * total_steps)
+
+    def lr_lambda(step: int) -> float:  # linear warmup to lr, then linear decay to 0
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+
+
+def _deepspeed_engine(model, opt, sched, cfg: ClueTaskConfig, device):
+    import os
+
+    import deepspeed
+
+    os.environ.setdefault("RANK", "0"), os.environ.setdefault("LOCAL_RANK", "0")
+    os.environ.setdefault("WORLD_SIZE", "1"), os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(29500 + random.Random().randrange(1000)))
+    deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo", verbose=False)
+    ds_config = {
+        "train_micro_batch_size_per_gpu": cfg.batch_size,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": cfg.clip_grad_norm,
+        "zero_optimization": {"stage": 0},
+        "bf16": {"enabled": device.type == "cuda"},
+        "steps_per_print": 10 ** 9,
+    }
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched, config=ds_config)
+    return engine
+
+
+def finetune_seed(model_dir, num_labels: int, train: list[Example], dev: list[Example], test: list[Example],
+                  tokenizer, cfg: ClueTaskConfig, seed: int, device: str = "cpu", use_deepspeed: bool = False,
+                  log: Optional[Callable[[dict, int], None]] = None, progress=None) -> dict:
+    """Train on ``train``, select on ``dev``; returns dev/test predictions (class ids) and stats.
+
+    ``log(metrics, step)`` receives train loss/lr and dev accuracy (wandb); ``progress`` is
+    a tqdm bar advanced once per optimizer step.
+    """
+    import torch
+
+    from zhbert.modeling import BertForSequenceClassification
+
+    t0 = time.time()
+    dev_t = torch.device(device)
+    seed_everything(seed)
+    model = BertForSequenceClassification.from_pretrained(model_dir, num_labels=num_labels).to(dev_t)
+    model.train()
+    pad = tokenizer.pad_id
+    enc_train = encode(tokenizer, train, cfg.max_seq_length)
+    enc_dev = encode(tokenizer, dev, cfg.max_seq_length)
+    y_train = [e.label for e in train]
+    y_dev = [e.label for e in dev]
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    total = max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    opt, sched = _optimizer(model, cfg, total)
+    engine = _deepspeed_engine(model, opt, sched, cfg, dev_t) if use_deepspeed else None
+    gen = torch.Generator().manual_seed(seed)  # data order: one permutation per epoch
+
+    best = {"accuracy": -1.0, "step": 0, "state": None}
+    history: list[dict] = []
+
+    def evaluate(step: int, epoch: float) -> None:
+        acc = accuracy(predict(model, enc_dev, cfg.eval_batch_size, dev_t, pad), y_dev)
+        history.append({"step": step, "epoch": round(epoch, 4), "dev_accuracy": acc})
+        if log:
+            log({"dev/accuracy": acc, "epoch": epoch}, step)
+        if acc > best["accuracy"]:
+            best.update(accuracy=acc, step=step, state={k: v.detach().to("cpu", copy=True)
+                                                        for k, v in model.state_dict().items()})
+
+    step = 0
+    while step < total:
+        order = torch.randperm(len(train), generator=gen).tolist()
+        for i in range(0, len(order), cfg.batch_size):
+            idx = order[i:i + cfg.batch_size]
+            batch = {k: v.to(dev_t) for k, v in collate([enc_train[j] for j in idx], [y_train[j] for j in idx], pad).items()}
+            with _autocast(dev_t):
+                loss = (engine or model)(**batch).loss
+            if engine is not None:
+                engine.backward(loss)
+                engine.step()
+            else:
+                loss.backward()
+                if cfg.clip_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+            step += 1
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            if log:
+                log({"train/loss": loss.item(), "train/lr": sched.get_last_lr()[0]}, step)
+            epoch_end = i + cfg.batch_size >= len(order) or step == total
+            if epoch_end or (cfg.eval_every and step % cfg.eval_every == 0):
+                evaluate(step, step / steps_per_epoch)
+            if step == total:
+                break
+
+    model.load_state_dict(best["state"])
+    dev_pred = predict(model, enc_dev, cfg.eval_batch_size, dev_t, pad)
+    test_pred = predict(model, encode(tokenizer, test, cfg.max_seq_length), cfg.eval_batch_size, dev_t, pad) if test else []
+    return {
+        "dev_accuracy": accuracy(dev_pred, y_dev),
+        "best_step": best["step"],
+        "total_steps": total,
+        "steps_per_epoch": steps_per_epoch,
+        "history": history,
+        "dev_predictions": dev_pred,
+        "test_predictions": test_pred,
+        "wall_time_s": round(time.time() - t0, 2),
+    }
