@@ -248,6 +248,9 @@ def test_compressed_files(tmp_path, monkeypatch):
     crlf = write(tmp_path / "c.txt", "一二三四五。\r\n\r\n六七。\r\n")
     assert [d.id for d in iter_documents(crlf)] == [f"{crlf}:1", f"{crlf}:3"]
     assert [d.sentences for d in iter_documents(gz)][0] == ["第一句话。", "第二句话。"]
+    cr = write(tmp_path / "cr.txt", "一。\r\r二三四五六七。\r八。")
+    assert [(d.id, d.sentences) for d in iter_documents(cr, fmt="plain")] == [
+        (f"{cr}:1", ["一。"]), (f"{cr}:3", ["二三四五六七。"]), (f"{cr}:4", ["八。"])]
 
 
 def test_truncated_gzip_is_data_error(tmp_path):

@@ -142,6 +142,7 @@ _ABBREVIATIONS = frozenset(
     "mr mrs ms dr prof sr jr st vs etc al fig figs eq no nos vol pp ed eds approx dept est inc ltd co corp jan feb mar apr jun jul aug sep sept oct nov dec".split()
 )
 _WORD_BEFORE_RE = re.compile(r"([A-Za-z][A-Za-z.]*)$")
+_NEXT_NONSPACE_RE = re.compile(r"\s*(\S)")
 
 
 def _is_ascii_alnum(ch: str) -> bool:
@@ -164,14 +165,14 @@ def _weak_ends_sentence(text: str, start: int, end: int, dots: str) -> bool:
         return True
     if len(dots) >= 2:  # "..." is an ellipsis: ends the sentence like '…'
         return True
-    word = _WORD_BEFORE_RE.search(text, 0, start)
+    word = _WORD_BEFORE_RE.search(text, max(0, start - 32), start)  # bounded: no O(n^2)
     if word:
         w = word.group(1)
         if "." in w or len(w) == 1 or w.lower() in _ABBREVIATIONS:
             return False  # e.g. / U.S. / J. K. Rowling / Dr. Smith
     if nxt.isspace():
-        after = text[end:].lstrip()[:1]
-        if after.islower() and after.isascii():
+        after = _NEXT_NONSPACE_RE.match(text, end)
+        if after and after.group(1).isascii() and after.group(1).islower():
             return False  # "approx. five", "the Co. was" -- a lowercase word follows
     return True
 
@@ -275,7 +276,7 @@ def _open_binary(path: Path) -> IO[bytes]:
 def _iter_raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """Yield (1-based line number, raw line without its ending); LF, CRLF and CR all end a line."""
     lineno = 0
-    rest = b""
+    pending: list[bytes] = []  # pieces of a line that continues into the next chunk
     with _open_binary(path) as fh:
         while True:
             try:
@@ -284,19 +285,26 @@ def _iter_raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
                 raise DataError(f"{path}:{lineno + 1}: cannot decompress input: {e}") from None
             if not chunk:
                 break
-            lines = (rest + chunk).splitlines(keepends=True)
-            # The last piece may continue in the next chunk (a lone trailing '\r' may be
-            # the first half of '\r\n').
+            if b"\n" not in chunk and b"\r" not in chunk:
+                pending.append(chunk)  # a very long line: avoid re-joining it per chunk
+                continue
+            pending.append(chunk)
+            lines = b"".join(pending).splitlines(keepends=True)
+            pending = []
+            # The last piece may continue in the next chunk; a trailing lone '\r' may be
+            # the first half of '\r\n'.
             last = lines[-1]
-            rest = last if (not last.endswith((b"\n", b"\r")) or last.endswith(b"\r")) else b""
-            if rest:
-                lines.pop()
+            if not last.endswith(b"\n"):
+                pending.append(lines.pop())
             for line in lines:
                 lineno += 1
                 yield lineno, line.rstrip(b"\r\n")
-        if rest:
+    if pending:
+        tail = b"".join(pending)
+        # a final piece holding several CR-terminated lines is split here
+        for line in tail.splitlines():
             lineno += 1
-            yield lineno, rest.rstrip(b"\r\n")
+            yield lineno, line
 
 
 def _iter_lines(path: Path, stats: ReadStats) -> Iterator[tuple[int, str]]:
