@@ -1,0 +1,245 @@
+"""`zhbert prepare` end to end on tiny corpora: real jieba, tokenizers and Arrow files."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import datasets
+import pytest
+
+import zhbert.prepare as prep
+from zhbert.config import DataConfig
+from zhbert.errors import DataError
+from zhbert.prepare import load_prepared, prepare, read_prepare_meta
+from zhbert.tokenizer import ChineseTokenizer, special_layout
+
+SHARED_VOCAB = Path(__file__).resolve().parents[2] / "shared" / "data" / "bert_base_chinese" / "vocab.txt"
+
+# Eight short documents (BERT format: one sentence per line, blank line between documents).
+DOCS = [
+    ["我今天在北京大学图书馆看书。", "图书馆里人很多，大家都很安静。", "下午我用iPhone13拍了几张照片。"],
+    ["上海是中国最大的城市之一。", "黄浦江从市中心穿过。", "外滩的夜景非常漂亮。", "很多游客晚上去那里散步。"],
+    ["机器学习是人工智能的一个分支。", "深度学习使用多层神经网络。", "预训练语言模型改变了自然语言处理。"],
+    ["春天来了，花园里的花都开了。", "小鸟在树上唱歌。", "孩子们在草地上玩耍。"],
+    ["他每天早上六点起床跑步。", "跑完步以后吃早饭。", "然后坐地铁去公司上班。"],
+    ["长江是中国最长的河流。", "它流经十一个省份。", "最后在上海注入东海。"],
+    ["这家餐厅的饺子很好吃。", "老板是山东人，为人热情。", "周末常常需要排队。"],
+    ["我们明天开会讨论新项目。", "请大家提前准备材料。", "会议在三楼的会议室举行。", "时间是上午十点。"],
+]
+
+
+def write_corpus(path: Path, docs=DOCS) -> Path:
+    path.write_text("\n\n".join("\n".join(d) for d in docs) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def vocab(tmp_path_factory) -> Path:
+    if SHARED_VOCAB.is_file():
+        return SHARED_VOCAB
+    # No shared data: BERT special layout + every character of the corpus + a few pieces.
+    chars = sorted({c for d in DOCS for s in d for c in s.lower()} - set("0123456789iphone"))
+    tokens = special_layout() + chars + ["iphone", "##13", "1", "3", "13"]
+    path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
+    path.write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
+    return path
+
+
+def config(tmp_path, vocab, **kw) -> DataConfig:
+    base = dict(input=[str(tmp_path / "corpus.txt")], dir=str(tmp_path / "out"), vocab=str(vocab),
+                max_seq_length=32, shard_documents=3, validation_fraction=0.2, seed=7)
+    base.update(kw)
+    return DataConfig(**base)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    return write_corpus(tmp_path / "corpus.txt")
+
+
+def test_output_format_stats_and_word_alignment(tmp_path, vocab, corpus):
+    cfg = config(tmp_path, vocab)
+    stats = prepare(cfg)
+    out = Path(cfg.dir)
+
+    dd = datasets.load_from_disk(str(out))
+    assert set(dd) == {"train", "validation"}
+    assert dd["train"].features == prep.features()
+    assert list(dd["train"].column_names) == list(prep.COLUMNS)
+    assert len(dd["validation"]) > 0 and len(dd["train"]) > 0
+    assert {p.name for p in out.iterdir()} >= {"train", "validation", "dataset_dict.json", "vocab.txt",
+                                              "tokenizer.json", "stats.json", "prepare_config.json",
+                                              "zhbert_prepare.json"}
+    assert not (out / "shards").exists()
+    assert json.loads((out / "zhbert_prepare.json").read_text())["complete"] is True
+    assert json.loads((out / "stats.json").read_text()) == stats
+    meta = read_prepare_meta(out)
+    assert meta["vocab_sha256"] == hashlib.sha256(Path(vocab).read_bytes()).hexdigest()
+    assert meta["config"]["max_seq_length"] == 32
+
+    tok = ChineseTokenizer.from_vocab(vocab)
+    rows = [r for split in ("train", "validation") for r in dd[split]]
+    assert stats["instances"] == len(rows)
+    assert stats["train_instances"] == len(dd["train"]) and stats["validation_instances"] == len(dd["validation"])
+    assert stats["tokens"] == sum(len(r["input_ids"]) for r in rows)
+    assert stats["unk_tokens"] == sum(r["input_ids"].count(tok.unk_id) for r in rows)
+    assert stats["documents"] == len(DOCS) == stats["train_documents"] + stats["validation_documents"]
+    assert stats["sentences"] == sum(map(len, DOCS))
+    assert stats["chars"] == sum(len(s) for d in DOCS for s in d)
+    assert stats["shards"] == 3 and stats["shards_reused"] == 0
+    assert 0 <= stats["nsp_random_fraction"] <= 1
+    assert stats["mean_tokens_per_instance"] == pytest.approx(stats["tokens"] / stats["instances"], abs=1e-3)
+    for key in ("duplicates_dropped", "skipped_lines", "skipped_locations", "alignment_failures", "seconds",
+                "chars_per_second"):
+        assert key in stats
+
+    # The whole corpus' text appears (no instance is all [UNK]) and iPhone13 -> iphone ##13.
+    pieces = 0
+    for r in rows:
+        ids, words, types = r["input_ids"], r["word_ids"], r["token_type_ids"]
+        assert len(ids) <= 32 and len(words) == len(ids) == len(types) == len(r["entity_ids"])
+        for k, t in enumerate(ids):
+            special = t in (tok.cls_id, tok.sep_id)
+            assert (words[k] == -1) == special
+            if special:
+                assert r["entity_ids"][k] == -1
+            elif tok.tokens[t].startswith("##"):
+                assert words[k] == words[k - 1]  # a ## piece shares the word of its head
+                pieces += 1
+        real = [w for w in words if w >= 0]
+        assert real[0] == 0 and all(b - a in (0, 1) for a, b in zip(real, real[1:]))
+        ents = [e for e in r["entity_ids"] if e >= 0]
+        assert all(b - a in (0, 1) for a, b in zip(ents, ents[1:]))
+        sep = ids.index(tok.sep_id)
+        assert types == [0] * (sep + 1) + [1] * (len(ids) - sep - 1)
+    assert pieces >= 1
+
+
+def test_same_output_with_one_or_two_workers(tmp_path, vocab, corpus):
+    a = prepare(config(tmp_path, vocab, dir=str(tmp_path / "w1"), workers=1))
+    b = prepare(config(tmp_path, vocab, dir=str(tmp_path / "w2"), workers=2))
+    for split in ("train", "validation"):
+        ta = datasets.load_from_disk(str(tmp_path / "w1" / split)).data.table
+        tb = datasets.load_from_disk(str(tmp_path / "w2" / split)).data.table
+        assert ta.equals(tb)
+    drop = ("seconds", "chars_per_second", "workers")
+    assert {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
+    # A different seed gives different pairs.
+    prepare(config(tmp_path, vocab, dir=str(tmp_path / "s2"), seed=8))
+    tc = datasets.load_from_disk(str(tmp_path / "s2" / "train")).data.table
+    assert not tc.equals(datasets.load_from_disk(str(tmp_path / "w1" / "train")).data.table)
+
+
+def test_resume_redoes_only_missing_shards(tmp_path, vocab, corpus, monkeypatch):
+    cfg = config(tmp_path, vocab)
+    real = prep.process_shard
+
+    def failing(job):
+        if job["index"] == 2:
+            raise KeyboardInterrupt  # the run is interrupted while shard 2 is being made
+        return real(job)
+
+    monkeypatch.setattr(prep, "process_shard", failing)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(cfg)
+    monkeypatch.setattr(prep, "process_shard", real)
+    out = Path(cfg.dir)
+    marker = json.loads((out / "zhbert_prepare.json").read_text())
+    assert marker["complete"] is False
+    with pytest.raises(DataError, match="did not finish"):
+        load_prepared(out)
+    assert (out / "shards" / "shard_00001" / "shard.json").exists()
+    assert not (out / "shards" / "shard_00002" / "shard.json").exists()
+
+    # Lose shard 1's marker as well: only shard 0 can be reused.
+    (out / "shards" / "shard_00001" / "shard.json").unlink()
+    stats = prepare(cfg)
+    assert stats["shards"] == 3 and stats["shards_reused"] == 1
+    fresh = prepare(config(tmp_path, vocab, dir=str(tmp_path / "fresh")))
+    for split in ("train", "validation"):
+        assert load_prepared(out)[split].data.table.equals(load_prepared(tmp_path / "fresh")[split].data.table)
+    assert fresh["instances"] == stats["instances"]
+
+    # Complete and unchanged: returned as it is.
+    again = prepare(cfg)
+    assert again["already_prepared"] is True and again["instances"] == stats["instances"]
+
+
+def test_changed_config_refused_unless_overwrite(tmp_path, vocab, corpus):
+    prepare(config(tmp_path, vocab))
+    before = (tmp_path / "out" / "stats.json").read_text()
+    with pytest.raises(DataError, match=r"out.*data\.max_seq_length"):
+        prepare(config(tmp_path, vocab, max_seq_length=64))
+    assert (tmp_path / "out" / "stats.json").read_text() == before
+    stats = prepare(config(tmp_path, vocab, max_seq_length=64, overwrite=True))
+    assert read_prepare_meta(tmp_path / "out")["config"]["max_seq_length"] == 64
+    assert max(len(r) for r in load_prepared(tmp_path / "out")["train"]["input_ids"]) <= 64
+    assert "already_prepared" not in stats
+
+
+def test_foreign_directory_refused_and_kept(tmp_path, vocab, corpus):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match=str(out)):
+        prepare(config(tmp_path, vocab))
+    assert (out / "notes.txt").read_text() == "mine"
+    with pytest.raises(DataError, match="not a zhbert prepare output"):
+        load_prepared(out)
+    with pytest.raises(DataError, match="not a zhbert prepare output"):
+        read_prepare_meta(out)
+    prepare(config(tmp_path, vocab, overwrite=True))
+    assert not (out / "notes.txt").exists() and load_prepared(out)["train"].num_rows > 0
+
+
+def test_bad_inputs_name_the_path(tmp_path, vocab, corpus):
+    missing = tmp_path / "nope.txt"
+    with pytest.raises(DataError, match=str(missing)):
+        prepare(config(tmp_path, vocab, input=[str(missing)]))
+    assert not (tmp_path / "out").exists()
+
+    bad_vocab = tmp_path / "vocab.txt"
+    bad_vocab.write_bytes(b"\xff\xfe not a vocab")
+    with pytest.raises(DataError, match=str(bad_vocab)):
+        prepare(config(tmp_path, bad_vocab))
+    with pytest.raises(DataError, match="absent"):
+        prepare(config(tmp_path, tmp_path / "absent.txt"))
+    assert not (tmp_path / "out").exists()
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n", encoding="utf-8")
+    with pytest.raises(DataError, match="no documents"):
+        prepare(config(tmp_path, vocab, input=[str(empty)]))
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_output_untouched_by_failed_run(tmp_path, vocab, corpus):
+    prepare(config(tmp_path, vocab))
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "out").rglob("*"))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    with pytest.raises(DataError):
+        prepare(config(tmp_path, vocab, input=[str(empty)], overwrite=True))
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "out").rglob("*")) == before
+
+
+def test_undecodable_lines_are_counted_with_locations(tmp_path, vocab):
+    path = tmp_path / "corpus.txt"
+    good = "\n\n".join("\n".join(d) for d in DOCS[:4]).encode("utf-8")
+    lines = good.split(b"\n")
+    lines.insert(2, b"\xff\xfe\xfa broken line")
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    stats = prepare(config(tmp_path, vocab))
+    assert stats["skipped_lines"] == 1
+    assert stats["skipped_locations"] == [f"{path}:3"]
+    assert stats["documents"] == 4
+
+
+def test_sop_and_none_modes(tmp_path, vocab, corpus):
+    sop = prepare(config(tmp_path, vocab, dir=str(tmp_path / "sop"), pair_mode="sop"))
+    assert sop["nsp_random_fraction"] is None and 0 <= sop["sop_swapped_fraction"] <= 1
+    none = prepare(config(tmp_path, vocab, dir=str(tmp_path / "none"), pair_mode="none"))
+    rows = load_prepared(tmp_path / "none")["train"]
+    assert set(rows["next_sentence_label"]) == {-100}
+    assert all(set(t) == {0} for t in rows["token_type_ids"])
+    assert none["instances"] > 0
