@@ -153,6 +153,9 @@ def _copy_model(src: _Source, out: Path) -> dict[str, Any]:
         raise CheckpointError(f"{src.hf}: the checkpoint has no {' or '.join(missing)} head "
                               f"({', '.join(HEAD_KEYS[h] for h in missing)}); a release carries "
                               f"BertForPreTraining weights with both heads")
+    # Loading through the model checks every shape against config.json (names the tensor).
+    model = BertForPreTraining.from_pretrained(src.hf)
+    n_params = sum(p.numel() for p in model.parameters())
     shutil.copy2(src.hf / "config.json", out / "config.json")
     if (src.hf / "model.safetensors").is_file():
         shutil.copy2(src.hf / "model.safetensors", out / "model.safetensors")
@@ -165,9 +168,6 @@ def _copy_model(src: _Source, out: Path) -> dict[str, Any]:
     for name in TOKENIZER_FILES:
         if (src.hf / name).is_file():
             shutil.copy2(src.hf / name, out / name)
-    # Loading through the model checks every shape against config.json (names the tensor).
-    model = BertForPreTraining.from_pretrained(out)
-    n_params = sum(p.numel() for p in model.parameters())
     return {"config": json.loads((out / "config.json").read_text(encoding="utf-8")), "params": n_params}
 
 
