@@ -17,6 +17,7 @@ Precision: fp32 on CPU, bf16 autocast on CUDA (weights and optimizer states stay
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
@@ -68,6 +69,13 @@ def _autocast(device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def _only_new_classifier(record) -> bool:
+    """Logging filter: drop the "randomly initialised: classifier.*" notice, which is the
+    expected state of every fine-tuning start; keep it when encoder/pooler weights are missing."""
+    msg = record.getMessage()
+    return not ("randomly initialised" in msg and "bert." not in msg.split("checkpoint)", 1)[-1])
 
 
 def seed_everything(seed: int) -> None:
@@ -135,7 +143,12 @@ def finetune_seed(model_dir, num_labels: int, train: list[Example], dev: list[Ex
     t0 = time.time()
     dev_t = torch.device(device)
     seed_everything(seed)
-    model = BertForSequenceClassification.from_pretrained(model_dir, num_labels=num_labels).to(dev_t)
+    weights_log = logging.getLogger("zhbert.weights")
+    weights_log.addFilter(_only_new_classifier)
+    try:
+        model = BertForSequenceClassification.from_pretrained(model_dir, num_labels=num_labels).to(dev_t)
+    finally:
+        weights_log.removeFilter(_only_new_classifier)
     model.train()
     pad = tokenizer.pad_id
     enc_train = encode(tokenizer, train, cfg.max_seq_length)
@@ -201,5 +214,6 @@ def finetune_seed(model_dir, num_labels: int, train: list[Example], dev: list[Ex
         "history": history,
         "dev_predictions": dev_pred,
         "test_predictions": test_pred,
+        "randomly_initialised": list(getattr(getattr(model, "load_report", None), "initialized", [])),
         "wall_time_s": round(time.time() - t0, 2),
     }
