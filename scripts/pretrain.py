@@ -1,0 +1,55 @@
+#!/usr/bin/env python
+"""Pretrain a Chinese BERT (MLM + NSP) under DeepSpeed.
+
+    python scripts/pretrain.py                                     # tiny model, sample corpus, CPU
+    deepspeed --num_gpus 2 scripts/pretrain.py --config configs/pretrain/tiny.yaml train.max_steps=50
+    deepspeed --hostfile hostfile scripts/pretrain.py --config configs/pretrain/base_phase1.yaml
+
+Trailing ``section.key=value`` arguments override the YAML. All the work is in
+``zhbert.trainer.train``; see docs/readme/pretrain.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_CONFIG = "configs/pretrain/tiny.yaml"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"pretraining YAML (default: {DEFAULT_CONFIG})")
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None,
+                   help="set by the deepspeed launcher (LOCAL_RANK is read from the environment)")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.max_steps=20")
+    args = p.parse_args(argv)
+
+    from zhbert.errors import ZhbertError
+
+    try:
+        from zhbert.config import load_config
+        from zhbert.trainer import setup_env
+
+        cfg = load_config(args.config, args.overrides)
+        setup_env()  # env defaults before DeepSpeed is imported
+        from zhbert.trainer import train
+
+        summary = train(cfg)
+    except ZhbertError as e:
+        print(f"pretrain: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pretrain: interrupted", file=sys.stderr)
+        return 130
+    import os
+
+    if os.environ.get("RANK", "0") == "0":
+        print(f"pretrain: done at step {summary['step']}; checkpoint {summary['checkpoint']}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.exit(main())

@@ -1,0 +1,474 @@
+"""Checkpoints: the ``step_<N>/`` layout, atomic saves, resume discovery and HF export.
+
+Layout of one checkpoint (``<output_dir>/checkpoints/step_<N>/``)::
+
+    step_<N>/
+      ds/                 DeepSpeed state for resuming: engine.save_checkpoint(ds/, tag=global_step<N>)
+        latest            (DeepSpeed's pointer to the tag)
+        global_step<N>/   model + optimizer (+ ZeRO shards, one file per rank) + LR scheduler
+      hf/                 HF-format export, fp32, both heads: config.json, model.safetensors,
+                          vocab.txt, tokenizer.json, tokenizer_config.json, special_tokens_map.json
+      rng/rank_<r>.pt     torch (and CUDA) RNG state of every rank (dropout)
+      meta.json           step, samples/tokens seen, data position, resolved config, versions,
+                          world size ... and ``"complete": true``, written last
+
+Atomicity: every rank writes into ``step_<N>.tmp/``; after a barrier rank 0 writes meta.json
+(``complete`` last) and renames the directory to ``step_<N>``; a second barrier follows. A
+directory without a complete meta.json or with missing files (a run killed mid-save, a full
+disk) is never picked for resuming: :func:`find_latest` warns and falls back to the previous
+checkpoint. Multi-node runs need ``output_dir`` on a shared file system.
+
+World-size change: DeepSpeed's ZeRO state is sharded per rank. Convert a checkpoint to a
+*universal* checkpoint (:func:`to_universal`, or the command it runs), then resume with
+``train.resume=<step dir> train.resume_universal=true`` on any number of ranks.
+
+``zhbert export CKPT OUT`` (:func:`export`) turns any checkpoint into a HF directory: it copies
+``hf/`` when present, otherwise consolidates the DeepSpeed state (ZeRO-1/2/3 shards via
+``deepspeed.utils.zero_to_fp32``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+from zhbert.errors import CheckpointError
+
+META_NAME = "meta.json"
+HF_DIR = "hf"
+DS_DIR = "ds"
+RNG_DIR = "rng"
+FORMAT_VERSION = 1
+_STEP_RE = re.compile(r"^step_(\d+)$")
+# Keys transformers omits from model.safetensors because they are tied to the word embeddings.
+_TIED_KEYS = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
+HF_REQUIRED = ("config.json", "model.safetensors", "vocab.txt")
+
+
+def checkpoints_dir(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def ds_tag(step: int) -> str:
+    return f"global_step{step}"
+
+
+# ------------------------------------------------------------------------------ discovery
+
+
+def read_meta(step_dir: str | Path) -> dict[str, Any]:
+    """meta.json of a checkpoint; CheckpointError when missing or unreadable."""
+    p = Path(step_dir) / META_NAME
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{p}: missing (incomplete checkpoint?)") from None
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{p}: unreadable: {e}") from None
+
+
+def check_complete(step_dir: str | Path) -> Optional[str]:
+    """None when ``step_dir`` is a complete checkpoint, else the reason it is not."""
+    d = Path(step_dir)
+    if not d.is_dir():
+        return f"{d}: not a directory"
+    try:
+        meta = read_meta(d)
+    except CheckpointError as e:
+        return str(e)
+    if meta.get("complete") is not True:
+        return f"{d / META_NAME}: not marked complete"
+    for name in HF_REQUIRED:
+        f = d / HF_DIR / name
+        if not f.is_file() or f.stat().st_size == 0:
+            return f"{f}: missing or empty"
+    tag_dir = d / DS_DIR / meta.get("ds_tag", "")
+    if not tag_dir.is_dir():
+        return f"{tag_dir}: DeepSpeed state missing"
+    expected = meta.get("ds_files") or {}
+    for name, size in expected.items():
+        f = tag_dir / name
+        if not f.is_file() or f.stat().st_size != size:
+            return f"{f}: missing or truncated"
+    return None
+
+
+def list_checkpoints(root: str | Path) -> list[tuple[int, Path]]:
+    """All ``step_<N>`` directories under ``root`` (complete or not), oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    out = []
+    for p in root.iterdir():
+        m = _STEP_RE.match(p.name)
+        if m and p.is_dir():
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def find_latest(root: str | Path) -> Optional[Path]:
+    """The newest complete checkpoint under ``root``; newer incomplete ones are skipped with a
+    warning naming the reason."""
+    for _, p in reversed(list_checkpoints(root)):
+        reason = check_complete(p)
+        if reason is None:
+            return p
+        warnings.warn(f"skipping incomplete or corrupt checkpoint {p}: {reason}; using the previous one",
+                      stacklevel=2)
+    return None
+
+
+def resolve_resume(resume: str, output_dir: str | Path) -> Optional[Path]:
+    """``train.resume`` -> the checkpoint directory to load, or None for a fresh start.
+
+    ``auto``: newest complete checkpoint of this run (None if there is none); ``never``: None;
+    anything else: that directory (a ``step_<N>`` dir, or a run/checkpoints dir whose newest
+    complete checkpoint is taken).
+    """
+    if resume == "never":
+        return None
+    if resume == "auto":
+        return find_latest(checkpoints_dir(output_dir))
+    p = Path(resume)
+    if not p.exists():
+        raise CheckpointError(f"train.resume: {p} does not exist")
+    if not (p / META_NAME).exists():
+        for cand in (p, p / "checkpoints"):
+            latest = find_latest(cand) if cand.is_dir() else None
+            if latest is not None:
+                return latest
+        raise CheckpointError(f"train.resume: {p} holds no complete checkpoint (no meta.json)")
+    reason = check_complete(p)
+    if reason is not None:
+        raise CheckpointError(f"train.resume: {p} is not a complete checkpoint: {reason}")
+    return p
+
+
+# ------------------------------------------------------------------------------ saving
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for name in ("zhbert", "torch", "deepspeed", "transformers"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    out["python"] = sys.version.split()[0]
+    return out
+
+
+def full_state_dict(engine, zero_stage: int, rank: int) -> Optional[dict]:
+    """fp32 CPU copy of the full model state dict on rank 0 (None on other ranks).
+
+    Collective under ZeRO-3 (parameters are gathered with ``GatheredParameters``): every rank
+    must call it. Under bf16/fp16 the module's (low-precision) weights are cast to fp32.
+    """
+    module = engine.module
+    if zero_stage == 3:
+        import deepspeed
+
+        params = list(module.parameters())
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+            sd = {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()} if rank == 0 else None
+        return sd
+    if rank != 0:
+        return None
+    return {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def save_hf(state_dict: dict, config, directory: str | Path, tokenizer=None) -> Path:
+    """Write a HF ``BertForPreTraining`` directory from an (fp32) state dict."""
+    from safetensors.torch import save_file
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(d, architectures=["BertForPreTraining"])
+    sd = {k: v.contiguous() for k, v in state_dict.items() if k not in _TIED_KEYS}
+    save_file(sd, str(d / "model.safetensors"), metadata={"format": "pt"})
+    if tokenizer is not None:
+        tokenizer.save(d)
+    return d
+
+
+def save_checkpoint(engine, *, output_dir: str | Path, step: int, meta: dict[str, Any], model_config,
+                    tokenizer, zero_stage: int, keep_last: int) -> Path:
+    """Save ``step_<step>`` atomically (collective: every rank calls it). Returns the path."""
+    import torch
+    import torch.distributed as dist
+
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    root = checkpoints_dir(output_dir)
+    final = root / f"step_{step}"
+    tmp = root / f"step_{step}.tmp"
+    if rank == 0:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        (tmp / RNG_DIR).mkdir(parents=True)
+    _barrier()
+
+    tag = ds_tag(step)
+    engine.save_checkpoint(str(tmp / DS_DIR), tag=tag, client_state={"zhbert_step": step},
+                           save_latest=True)
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    torch.save(rng, tmp / RNG_DIR / f"rank_{rank}.pt")
+    sd = full_state_dict(engine, zero_stage, rank)
+    if rank == 0:
+        save_hf(sd, model_config, tmp / HF_DIR, tokenizer)
+        del sd
+    _barrier()
+
+    if rank == 0:
+        tag_dir = tmp / DS_DIR / tag
+        meta = dict(meta, format_version=FORMAT_VERSION, step=step, ds_tag=tag, world_size=world,
+                    ds_files={f.name: f.stat().st_size for f in sorted(tag_dir.iterdir()) if f.is_file()},
+                    rng_files=[f"{RNG_DIR}/rank_{r}.pt" for r in range(world)],
+                    versions=versions(), saved_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        meta.pop("complete", None)
+        meta["complete"] = True  # last key: a reader that sees it saw the whole file
+        _write_json_atomic(tmp / META_NAME, meta)
+        if final.exists():  # same step saved again (e.g. a restarted run): replace it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        prune(root, keep_last)
+    _barrier()
+    return final
+
+
+def prune(root: str | Path, keep_last: int) -> list[Path]:
+    """Delete all but the newest ``keep_last`` complete checkpoints (and stale ``*.tmp``)."""
+    removed = []
+    complete = [p for _, p in list_checkpoints(root) if check_complete(p) is None]
+    for p in complete[:-keep_last] if keep_last > 0 else []:
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+    for p in Path(root).glob("step_*.tmp"):
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+    return removed
+
+
+def load_rng(step_dir: str | Path, rank: int) -> bool:
+    """Restore this rank's RNG state; False (nothing restored) when the file is missing."""
+    import torch
+
+    f = Path(step_dir) / RNG_DIR / f"rank_{rank}.pt"
+    if not f.is_file():
+        return False
+    state = torch.load(f, weights_only=False)
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+    return True
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+# ------------------------------------------------------------------------------ universal
+
+
+def universal_tag(step_dir: str | Path) -> str:
+    return read_meta(step_dir)["ds_tag"] + "_universal"
+
+
+def to_universal(step_dir: str | Path) -> Path:
+    """Convert ``step_<N>/ds/<tag>`` into a DeepSpeed universal checkpoint ``<tag>_universal``.
+
+    Runs ``python -m deepspeed.checkpoint.ds_to_universal --input_folder ds/<tag>
+    --output_folder ds/<tag>_universal --inject_missing_state``. Resume from it (any world size)
+    with ``train.resume=<step_dir> train.resume_universal=true``.
+    """
+    d = Path(step_dir)
+    reason = check_complete(d)
+    if reason is not None:
+        raise CheckpointError(f"cannot convert {d}: {reason}")
+    meta = read_meta(d)
+    src = d / DS_DIR / meta["ds_tag"]
+    dst = d / DS_DIR / universal_tag(d)
+    if dst.exists():
+        shutil.rmtree(dst)
+    cmd = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", str(src),
+           "--output_folder", str(dst), "--inject_missing_state", "--num_extract_workers", "1",
+           "--num_merge_workers", "1"]
+    env = dict(os.environ)
+    env.setdefault("DS_ACCELERATOR", "cpu" if not _cuda() else "cuda")
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise CheckpointError(f"ds_to_universal failed for {src}:\n{r.stderr[-3000:]}")
+    meta["ds_universal_tag"] = dst.name
+    _write_json_atomic(d / META_NAME, {**{k: v for k, v in meta.items() if k != "complete"}, "complete": True})
+    return dst
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # pragma: no cover
+        return False
+
+
+# ------------------------------------------------------------------------------ export
+
+
+def export(ckpt: str | Path, out: str | Path, tokenizer_dir: Optional[str | Path] = None) -> Path:
+    """Write the HF-format directory for checkpoint ``ckpt`` into ``out``.
+
+    ``ckpt`` may be a ``step_<N>`` directory (its ``hf/`` is copied; without one the DeepSpeed
+    state is consolidated), a run's output dir / checkpoints dir (newest complete checkpoint),
+    or a bare DeepSpeed checkpoint folder (with ``latest`` or a ``global_step*`` tag dir).
+    Tokenizer files come from ``hf/`` or ``tokenizer_dir``; the model config from ``hf/`` or
+    ``meta.json``'s ``model_config``.
+    """
+    ckpt, out = Path(ckpt), Path(out)
+    if not ckpt.exists():
+        raise CheckpointError(f"{ckpt}: no such checkpoint")
+    if not (ckpt / META_NAME).exists() and not (ckpt / "latest").exists() and not _tag_dirs(ckpt):
+        latest = find_latest(ckpt) or find_latest(ckpt / "checkpoints")
+        if latest is None:
+            raise CheckpointError(f"{ckpt}: no complete checkpoint found (expected step_<N>/ with meta.json)")
+        ckpt = latest
+    if out.exists() and any(out.iterdir()):
+        raise CheckpointError(f"{out}: output directory exists and is not empty")
+
+    hf = ckpt / HF_DIR
+    if all((hf / n).is_file() for n in ("config.json", "model.safetensors")):
+        out.mkdir(parents=True, exist_ok=True)
+        for f in hf.iterdir():
+            if f.is_file():
+                shutil.copy2(f, out / f.name)
+        if tokenizer_dir is not None:
+            _copy_tokenizer(tokenizer_dir, out)
+        return out
+
+    # Only DeepSpeed state: consolidate (works for ZeRO-0/1/2/3 checkpoints).
+    from zhbert.modeling import BertConfig
+
+    ds_dir, tag = _locate_ds(ckpt)
+    meta = read_meta(ckpt) if (ckpt / META_NAME).exists() else {}
+    if meta.get("model_config"):
+        config = BertConfig.from_dict(meta["model_config"], source=f"{ckpt / META_NAME}: model_config")
+    elif (hf / "config.json").exists():
+        config = BertConfig.from_pretrained(hf)
+    else:
+        raise CheckpointError(f"{ckpt}: no model config (meta.json model_config or hf/config.json)")
+    sd = consolidate(ds_dir, tag)
+    tok = None
+    for cand in (tokenizer_dir, hf if (hf / "vocab.txt").exists() else None,
+                 meta.get("data_dir")):
+        if cand and (Path(cand) / "vocab.txt").exists():
+            from zhbert.tokenizer import ChineseTokenizer
+
+            tok = ChineseTokenizer.from_dir(cand)
+            break
+    if tok is None:
+        warnings.warn(f"{ckpt}: no tokenizer found; {out} gets model files only", stacklevel=2)
+    save_hf(sd, config, out, tok)
+    return out
+
+
+def consolidate(ds_dir: str | Path, tag: Optional[str] = None) -> dict:
+    """fp32 full state dict from DeepSpeed state in ``ds_dir`` (tag dir inside it)."""
+    import torch
+
+    ds_dir = Path(ds_dir)
+    tag = tag or _read_latest(ds_dir)
+    tag_dir = ds_dir / tag
+    if not tag_dir.is_dir():
+        raise CheckpointError(f"{tag_dir}: DeepSpeed checkpoint tag not found")
+    if any(tag_dir.glob("*optim_states.pt")) and any(tag_dir.glob("zero_pp_rank_*")):
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        try:
+            sd = get_fp32_state_dict_from_zero_checkpoint(str(ds_dir), tag=tag)
+        except Exception as e:  # corrupt shards etc.
+            raise CheckpointError(f"{tag_dir}: cannot consolidate ZeRO shards: {e}") from None
+        sd = {k: v.float() for k, v in sd.items()}
+    else:
+        files = sorted(tag_dir.glob("mp_rank_*_model_states.pt"))
+        if not files:
+            raise CheckpointError(f"{tag_dir}: no model states file")
+        state = torch.load(files[0], map_location="cpu", weights_only=False)
+        sd = {k: v.float() for k, v in state["module"].items()}
+    # Tied decoder weight may be missing from the consolidated ZeRO state (shared params).
+    if "cls.predictions.decoder.weight" not in sd and "bert.embeddings.word_embeddings.weight" in sd:
+        sd["cls.predictions.decoder.weight"] = sd["bert.embeddings.word_embeddings.weight"]
+    if "cls.predictions.decoder.bias" not in sd and "cls.predictions.bias" in sd:
+        sd["cls.predictions.decoder.bias"] = sd["cls.predictions.bias"]
+    return sd
+
+
+def _tag_dirs(d: Path) -> list[Path]:
+    return [p for p in d.glob("global_step*") if p.is_dir()] if d.is_dir() else []
+
+
+def _read_latest(ds_dir: Path) -> str:
+    latest = ds_dir / "latest"
+    if latest.is_file():
+        return latest.read_text().strip()
+    tags = sorted(_tag_dirs(ds_dir), key=lambda p: int(re.sub(r"\D", "", p.name) or 0))
+    if not tags:
+        raise CheckpointError(f"{ds_dir}: no DeepSpeed checkpoint (no 'latest' file or global_step* dir)")
+    return tags[-1].name
+
+
+def _locate_ds(ckpt: Path) -> tuple[Path, Optional[str]]:
+    if (ckpt / DS_DIR).is_dir():
+        meta = read_meta(ckpt) if (ckpt / META_NAME).exists() else {}
+        return ckpt / DS_DIR, meta.get("ds_tag")
+    return ckpt, None
+
+
+def _copy_tokenizer(src: str | Path, out: Path) -> None:
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        f = Path(src) / name
+        if f.is_file():
+            shutil.copy2(f, out / name)
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def add_cli(sub) -> None:
+    p = sub.add_parser(
+        "export", help="checkpoint (step_<N>/ or DeepSpeed/ZeRO state) -> HF-format directory",
+        description="Write config.json + model.safetensors (+ tokenizer files) that "
+        "transformers.BertForPreTraining.from_pretrained loads. CKPT is a step_<N> directory, a "
+        "run directory (newest complete checkpoint) or a bare DeepSpeed checkpoint folder.")
+    p.add_argument("ckpt", help="checkpoint directory")
+    p.add_argument("out", help="output directory (must not exist or be empty)")
+    p.add_argument("--tokenizer", help="directory with vocab.txt to include (default: from the checkpoint)")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args) -> int:
+    out = export(args.ckpt, args.out, tokenizer_dir=args.tokenizer)
+    print(out)
+    return 0

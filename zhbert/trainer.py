@@ -1,0 +1,519 @@
+"""MLM + NSP pretraining under DeepSpeed: ``train(cfg)``.
+
+The loop, one optimizer step at a time::
+
+    for each of A = gradient_accumulation_steps micro-batches:     # A x W rank micro-batches
+        batch = collator(rank's slice of the next global micro-batch, batch_rng(seed, epoch, rank, b))
+        out = engine(**batch)                                       # loss = mlm_loss + nsp_loss
+        engine.backward(out.loss)                                   # DeepSpeed scales by 1/A
+        engine.step()                                               # optimizer + LR at the boundary
+    all-reduce (sum over ranks) the step's loss sums and accuracy counts -> log, eval, checkpoint
+
+DeepSpeed owns the parallelism (ZeRO 0-3, offload, bf16/fp16); the model file knows nothing
+about it. The DeepSpeed JSON is derived from the config by :mod:`zhbert.ds_config` and written
+to ``<output_dir>/ds_config.json``.
+
+Logged loss: the mean over the A x W micro-batches of one optimizer step (each micro-batch's
+loss is its own mean over masked tokens, as in the gradient DeepSpeed averages), so it does
+not depend on how a global batch is split over ranks and accumulation steps.
+
+MFU estimate: model FLOPs per token = 6 x (non-embedding parameters) + 12 x L x H x T (the
+attention score and value products, forward + backward, PaLM appendix B), where T is the mean
+padded sequence length of the step; MFU = FLOPs/s / (world_size x train.peak_tflops x 1e12).
+With ``peak_tflops: 0`` a dense bf16/fp32 peak is guessed for known GPUs; on CPU MFU is not
+reported.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+from zhbert.config import PretrainConfig, save_config, to_dict
+from zhbert.errors import CheckpointError, ConfigError, DataError
+
+# Dense peak TFLOP/s per device (bf16/fp16, fp32 incl. TF32 where it applies), for the MFU guess.
+_PEAK_TFLOPS = {"H200": (989.0, 494.0), "H100": (989.0, 494.0), "A100": (312.0, 156.0),
+                "A800": (312.0, 156.0), "H800": (989.0, 494.0), "L40S": (362.0, 183.0),
+                "A10": (125.0, 62.5), "V100": (125.0, 15.7), "4090": (165.0, 82.6), "3090": (71.0, 35.6)}
+
+
+# ------------------------------------------------------------------------------ environment
+
+
+def setup_env() -> None:
+    """Defaults for running without a launcher, set before DeepSpeed is imported.
+
+    Single process (``python scripts/pretrain.py``): RANK=0, WORLD_SIZE=1, LOCAL_RANK=0,
+    MASTER_ADDR=127.0.0.1 and a free MASTER_PORT, so DeepSpeed does not go looking for MPI.
+    No CUDA: DS_ACCELERATOR=cpu and OMP_NUM_THREADS = cores / local ranks.
+    """
+    env = os.environ
+    if "RANK" not in env and "WORLD_SIZE" not in env:
+        env.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    env.setdefault("LOCAL_RANK", env.get("RANK", "0"))
+    env.setdefault("MASTER_ADDR", "127.0.0.1")
+    if "MASTER_PORT" not in env:
+        env["MASTER_PORT"] = str(free_port())
+    env.setdefault("WANDB_SILENT", "true")
+    import torch
+
+    if not torch.cuda.is_available():
+        env.setdefault("DS_ACCELERATOR", "cpu")
+        local = int(env.get("LOCAL_WORLD_SIZE", env.get("WORLD_SIZE", "1")))
+        threads = max(1, (os.cpu_count() or 1) // max(1, local))
+        env.setdefault("OMP_NUM_THREADS", str(threads))
+        torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ------------------------------------------------------------------------------ model config
+
+
+def _read_model_file(path: str) -> dict[str, Any]:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"model.config: {p} not found")
+    try:
+        d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}  # YAML reads JSON too
+    except yaml.YAMLError as e:
+        raise ConfigError(f"model.config: {p} is not valid YAML/JSON: {e}") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"model.config: {p} must be a mapping of BertConfig fields")
+    return d
+
+
+def resolve_model_config(cfg: PretrainConfig, tokenizer, data_dir: str):
+    """The BertConfig to train, checked against the data's vocabulary and sequence length.
+
+    Fresh model: ``model.config`` file + inline fields; ``vocab_size`` comes from the data's
+    vocab unless set inline (then it must match). ``model.init_from``: the checkpoint's
+    config.json (+ inline fields); its vocab must be the data's (size and, when the checkpoint
+    has a vocab.txt, sha256).
+    """
+    from zhbert.modeling import BertConfig
+
+    m = cfg.model
+    inline = m.overrides()
+    data_vocab = f"data vocab {Path(data_dir) / 'vocab.txt'} ({tokenizer.vocab_size} tokens)"
+    if m.init_from:
+        src = Path(m.init_from)
+        if not (src / "config.json").is_file():
+            raise ConfigError(f"model.init_from: {src} is not a HF-format checkpoint directory (no config.json)")
+        d = BertConfig.from_pretrained(src).to_dict()
+        d.update(inline)
+        config = BertConfig.from_dict(d, source=f"model.init_from {src}")
+        if config.vocab_size != tokenizer.vocab_size:
+            raise ConfigError(f"incompatible vocabularies: model.init_from {src} has vocab_size "
+                              f"{config.vocab_size} but the {data_vocab}")
+        if (src / "vocab.txt").is_file():
+            from zhbert.tokenizer import ChineseTokenizer
+
+            theirs = ChineseTokenizer.from_dir(src).vocab_sha256()
+            if theirs != tokenizer.vocab_sha256():
+                raise ConfigError(f"incompatible vocabularies: {src / 'vocab.txt'} (sha256 {theirs[:12]}…) differs "
+                                  f"from the {data_vocab}, sha256 {tokenizer.vocab_sha256()[:12]}…")
+    else:
+        d = _read_model_file(m.config) if m.config else {}
+        where = f"model.config {m.config}" if m.config else "model"
+        if "vocab_size" in inline and inline["vocab_size"] != tokenizer.vocab_size:
+            raise ConfigError(f"incompatible vocabularies: model.vocab_size={inline['vocab_size']} but the "
+                              f"{data_vocab}; drop model.vocab_size to take it from the data")
+        d.update(inline)
+        d["vocab_size"] = tokenizer.vocab_size
+        config = BertConfig.from_dict(d, strict=True, source=where)
+    if cfg.data.max_seq_length > config.max_position_embeddings:
+        raise ConfigError(f"data.max_seq_length {cfg.data.max_seq_length} > model max_position_embeddings "
+                          f"{config.max_position_embeddings}")
+    return config
+
+
+def check_data_vocab(data_dir: str, tokenizer) -> None:
+    """The data's recorded vocab sha256 must be the sha256 of the vocab.txt stored with it."""
+    from zhbert.prepare import read_prepare_meta
+
+    meta = read_prepare_meta(data_dir)
+    recorded = meta.get("vocab_sha256")
+    if recorded and recorded != tokenizer.vocab_sha256():
+        raise DataError(f"{data_dir}: prepare_config.json records vocab sha256 {recorded[:12]}… but "
+                        f"{Path(data_dir) / 'vocab.txt'} has {tokenizer.vocab_sha256()[:12]}…")
+
+
+def model_flops_per_token(config, seq_len: float) -> float:
+    """6 x non-embedding params + 12 x L x H x T (see module docstring)."""
+    h, L, i = config.hidden_size, config.num_hidden_layers, config.intermediate_size
+    per_layer = 4 * h * h + 2 * h * i + 4 * h + i + h + 4 * h  # QKVO, FFN, biases, 2 LayerNorms
+    non_embedding = L * per_layer + h * h + h  # + pooler
+    return 6.0 * non_embedding + 12.0 * L * h * seq_len
+
+
+def _peak_tflops(cfg: PretrainConfig, device_type: str) -> Optional[float]:
+    if cfg.train.peak_tflops > 0:
+        return cfg.train.peak_tflops
+    if device_type != "cuda":
+        return None
+    import torch
+
+    name = torch.cuda.get_device_name()
+    for key, (low, fp32) in _PEAK_TFLOPS.items():
+        if key in name:
+            return low if cfg.deepspeed.precision != "fp32" else fp32
+    return None
+
+
+# ------------------------------------------------------------------------------ metrics file
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Keep only records with ``step <= step`` (a resumed run re-logs what came after)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue  # a line cut by a kill
+        if rec.get("step", 0) <= step:
+            keep.append(line)
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(x + "\n" for x in keep), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    p = Path(run_dir) / "metrics.jsonl"
+    if not p.exists():
+        raise DataError(f"{p}: not found (is {run_dir} a training output_dir?)")
+    out = []
+    for line in p.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
+
+
+# ------------------------------------------------------------------------------ data
+
+
+def ensure_data(cfg: PretrainConfig, rank: int) -> None:
+    """Prepare ``data.dir`` on rank 0 when it is missing (``train.prepare_if_missing``)."""
+    from zhbert.checkpoint import _barrier
+
+    d = Path(cfg.data.dir)
+    if not d.exists() and rank == 0:
+        if not cfg.train.prepare_if_missing:
+            raise DataError(f"data.dir {d} does not exist; run `zhbert prepare` (or set train.prepare_if_missing)")
+        if not cfg.data.input:
+            raise DataError(f"data.dir {d} does not exist and data.input is empty: nothing to prepare from")
+        from zhbert.prepare import prepare
+
+        print(f"[zhbert] preparing {d} from {', '.join(cfg.data.input)}", flush=True)
+        prepare(cfg.data)
+    _barrier()
+
+
+# ------------------------------------------------------------------------------ training
+
+
+def _param_groups(model, weight_decay: float) -> list[dict]:
+    """BERT convention: no weight decay on biases and LayerNorm weights."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _grad_norm_fp32(model) -> float:
+    import torch
+
+    sq = [p.grad.detach().float().pow(2).sum() for p in model.parameters() if p.grad is not None]
+    return float(torch.stack(sq).sum().sqrt()) if sq else 0.0
+
+
+class _Logger:
+    """metrics.jsonl + wandb + tqdm, rank 0 only."""
+
+    def __init__(self, cfg: PretrainConfig, out: Path, start_step: int, rank: int):
+        self.rank = rank
+        self.path = out / "metrics.jsonl"
+        self.wandb = None
+        self.bar = None
+        if rank != 0:
+            return
+        truncate_metrics(self.path, start_step)
+        if cfg.wandb.mode != "disabled":
+            import wandb
+
+            wdir = Path(cfg.wandb.dir or out)
+            wdir.mkdir(parents=True, exist_ok=True)
+            self.wandb = wandb.init(project=cfg.wandb.project, entity=cfg.wandb.entity, name=cfg.wandb.name,
+                                    group=cfg.wandb.group, tags=cfg.wandb.tags or None, mode=cfg.wandb.mode,
+                                    dir=str(wdir), config=to_dict(cfg), reinit="finish_previous")
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=cfg.train.max_steps, initial=start_step, desc="pretrain", dynamic_ncols=True,
+                        disable=None)
+
+    def log(self, rec: dict) -> None:
+        if self.rank != 0:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
+        if self.wandb is not None:
+            wb = {}
+            for k, v in rec.items():
+                if k == "step" or v is None:
+                    continue
+                wb[k if "/" in k or k in ("lr", "grad_norm", "epoch") else f"train/{k}"] = v
+            for k in ("tokens_per_s", "samples_per_s"):
+                if k in rec:
+                    wb.pop(f"train/{k}", None)
+                    wb[k.replace("_per_", "/")] = rec[k]
+            self.wandb.log(wb, step=rec["step"])
+
+    def advance(self, n: int, postfix: dict) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+            self.bar.set_postfix(postfix, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def train(cfg: PretrainConfig) -> dict[str, Any]:
+    """Pretrain (or continue) according to ``cfg``; returns a summary dict.
+
+    Works in one process (no launcher) or under ``deepspeed``/``torchrun`` (one process per
+    rank; env RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT). If torch.distributed is
+    already initialised, that process group is used and left open.
+    """
+    setup_env()
+    import deepspeed
+    import torch
+    import torch.distributed as dist
+    from deepspeed.accelerator import get_accelerator
+
+    from zhbert import checkpoint as ckpt_mod
+    from zhbert.collator import PretrainingCollator
+    from zhbert.data import DataPosition, ShardedBatches, iterate, rescale_position
+    from zhbert.ds_config import build_ds_config
+    from zhbert.masking import VocabInfo
+    from zhbert.modeling import BertForPreTraining
+    from zhbert.prepare import load_prepared
+    from zhbert.tokenizer import ChineseTokenizer
+
+    owns_pg = not dist.is_initialized()
+    accel = get_accelerator()
+    deepspeed.init_distributed(dist_backend=accel.communication_backend_name())
+    rank, world = dist.get_rank(), dist.get_world_size()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device_type = accel.device_name()
+    if device_type == "cuda":
+        accel.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device(device_type)
+    t, out = cfg.train, Path(cfg.train.output_dir)
+    try:
+        # ---- data, tokenizer, model config (all checked before anything heavy)
+        ensure_data(cfg, rank)
+        data_dir = cfg.data.dir
+        tokenizer = ChineseTokenizer.from_dir(data_dir)
+        check_data_vocab(data_dir, tokenizer)
+        model_config = resolve_model_config(cfg, tokenizer, data_dir)
+        ds_cfg = build_ds_config(cfg, world, device_type)
+        dsets = load_prepared(data_dir)
+        collator = PretrainingCollator(VocabInfo.from_tokenizer(tokenizer), cfg.masking, cfg.data.max_seq_length)
+        train_batches = ShardedBatches(dsets["train"], collator, seed=t.seed, rank=rank, world_size=world,
+                                       micro_batch_size=t.micro_batch_size)
+        eval_batches = None
+        if "validation" in dsets and len(dsets["validation"]) >= t.micro_batch_size * world:
+            eval_batches = ShardedBatches(dsets["validation"], collator, seed=t.eval_seed, rank=rank,
+                                          world_size=world, micro_batch_size=t.micro_batch_size, shuffle=False,
+                                          name="validation")
+        elif rank == 0:
+            warnings.warn("validation split too small for one global micro-batch: eval is skipped", stacklevel=2)
+
+        resume_dir = ckpt_mod.resolve_resume(t.resume, out)
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "ds_config.json").write_text(json.dumps(ds_cfg, indent=2) + "\n", encoding="utf-8")
+            save_config(cfg, out / "config.yaml")
+        ckpt_mod._barrier()
+
+        # ---- model + engine
+        torch.manual_seed(t.seed)  # same initial weights on every rank (and in every rerun)
+        if cfg.model.init_from:
+            model = BertForPreTraining.from_pretrained(cfg.model.init_from, config=model_config)
+        else:
+            model = BertForPreTraining(model_config)
+        if cfg.model.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        engine, _, _, scheduler = deepspeed.initialize(model=model, model_parameters=_param_groups(model, t.weight_decay),
+                                                       config=ds_cfg)
+
+        # ---- resume
+        step, samples_seen, tokens_seen = 0, 0, 0
+        position = DataPosition()
+        if resume_dir is not None:
+            meta = ckpt_mod.read_meta(resume_dir)
+            if meta.get("world_size") != world and not t.resume_universal:
+                raise CheckpointError(
+                    f"{resume_dir} was saved by {meta.get('world_size')} ranks, this run has {world}. Convert it "
+                    f"with zhbert.checkpoint.to_universal (python -m deepspeed.checkpoint.ds_to_universal) and "
+                    f"resume with train.resume={resume_dir} train.resume_universal=true")
+            tag = meta["ds_tag"]
+            if t.resume_universal:
+                tag = meta.get("ds_universal_tag") or ckpt_mod.universal_tag(resume_dir)
+                if not (Path(resume_dir) / ckpt_mod.DS_DIR / tag).is_dir():
+                    raise CheckpointError(f"{resume_dir}: no universal checkpoint {tag}; run "
+                                          f"zhbert.checkpoint.to_universal('{resume_dir}') first")
+            load_path, _ = engine.load_checkpoint(str(Path(resume_dir) / ckpt_mod.DS_DIR), tag=tag,
+                                                  load_optimizer_states=True, load_lr_scheduler_states=True)
+            if load_path is None:
+                raise CheckpointError(f"{resume_dir}: DeepSpeed could not load tag {tag}")
+            step, samples_seen, tokens_seen = int(meta["step"]), int(meta["samples_seen"]), int(meta["tokens_seen"])
+            position = rescale_position(DataPosition.from_dict(meta["data_position"]),
+                                        int(meta.get("global_micro_batch", train_batches.global_micro)),
+                                        train_batches.global_micro)
+            ckpt_mod.load_rng(resume_dir, rank)
+            if rank == 0:
+                print(f"[zhbert] resumed from {resume_dir} at step {step}, data position "
+                      f"epoch {position.epoch} batch {position.batch_index}", flush=True)
+
+        logger = _Logger(cfg, out, step, rank)
+        peak = _peak_tflops(cfg, device_type)
+        last_saved = step if resume_dir is not None else None
+        last_rec: dict[str, Any] = {}
+        try:
+            it = iterate(train_batches, position, workers=t.dataloader_workers)
+            engine.train()
+            window_t0, window_tokens, window_samples, window_flops = time.perf_counter(), 0, 0, 0.0
+            while step < t.max_steps:
+                # sums over this rank's micro-batches: loss, mlm, nsp, mlm_correct, mlm_count,
+                # nsp_correct, nsp_count, real tokens, samples, padded tokens
+                acc = torch.zeros(10, dtype=torch.float64)
+                grad_norm = None
+                for _ in range(t.gradient_accumulation_steps):
+                    pos, batch = next(it)
+                    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                    res = engine(**batch)
+                    engine.backward(res.loss)
+                    if engine.is_gradient_accumulation_boundary() and cfg.deepspeed.zero_stage == 0 \
+                            and cfg.deepspeed.precision == "fp32":
+                        grad_norm = _grad_norm_fp32(engine.module)
+                    engine.step()
+                    acc += torch.tensor([float(res.loss.detach()), float(res.mlm_loss.detach()), float(res.nsp_loss.detach()),
+                                         float(res.mlm_correct), float(res.mlm_count), float(res.nsp_correct),
+                                         float(res.nsp_count), float(batch["attention_mask"].sum()),
+                                         batch["input_ids"].shape[0], batch["input_ids"].numel()],
+                                        dtype=torch.float64)
+                position = train_batches.position(train_batches.linear(pos) + 1)
+                step += 1
+                if world > 1:
+                    acc_dev = acc.to(device)
+                    dist.all_reduce(acc_dev)
+                    acc = acc_dev.cpu()
+                if grad_norm is None:
+                    g = engine.get_global_grad_norm()
+                    grad_norm = float(g) if g is not None else None
+                n_micro = t.gradient_accumulation_steps * world
+                samples_seen += int(acc[8])
+                tokens_seen += int(acc[7])
+                window_tokens += int(acc[7])
+                window_samples += int(acc[8])
+                window_flops += model_flops_per_token(model_config, float(acc[9] / max(1.0, acc[8]))) * float(acc[9])
+                lr = float(scheduler.get_last_lr()[0]) if scheduler is not None else t.lr
+                rec = {"step": step, "loss": float(acc[0]) / n_micro, "mlm_loss": float(acc[1]) / n_micro,
+                       "nsp_loss": float(acc[2]) / n_micro,
+                       "mlm_acc": float(acc[3] / acc[4]) if acc[4] > 0 else None,
+                       "nsp_acc": float(acc[5] / acc[6]) if acc[6] > 0 else None,
+                       "lr": lr, "grad_norm": grad_norm}
+                if cfg.deepspeed.precision == "fp16":
+                    rec["loss_scale"] = float(getattr(engine.optimizer, "cur_scale", float("nan")))
+                do_eval = eval_batches is not None and (step % t.eval_every == 0 or step == t.max_steps)
+                if step % t.log_every == 0 or step == 1 or step == t.max_steps or do_eval:
+                    dt = max(time.perf_counter() - window_t0, 1e-9)
+                    rec.update(tokens_per_s=window_tokens / dt, samples_per_s=window_samples / dt,
+                               epoch=position.epoch, samples=samples_seen, tokens=tokens_seen)
+                    if peak:
+                        rec["mfu"] = window_flops / dt / (peak * 1e12 * world)
+                    if do_eval:
+                        rec.update(evaluate(engine, eval_batches, t.eval_batches, device, world))
+                    logger.log(rec)
+                    last_rec = rec
+                    window_t0, window_tokens, window_samples, window_flops = time.perf_counter(), 0, 0, 0.0
+                logger.advance(1, {"loss": f"{rec['loss']:.3f}", "lr": f"{lr:.2e}"})
+
+                if step % t.checkpoint_every == 0 or step == t.max_steps:
+                    meta = {"samples_seen": samples_seen, "tokens_seen": tokens_seen,
+                            "data_position": position.to_dict(), "global_micro_batch": train_batches.global_micro,
+                            "seed": t.seed, "zero_stage": cfg.deepspeed.zero_stage,
+                            "precision": cfg.deepspeed.precision, "data_dir": str(Path(data_dir).resolve()),
+                            "model_config": model_config.to_dict(), "config": to_dict(cfg),
+                            "rng_note": "per-rank torch RNG states in rng/rank_<r>.pt"}
+                    ckpt_mod.save_checkpoint(engine, output_dir=out, step=step, meta=meta, model_config=model_config,
+                                             tokenizer=tokenizer, zero_stage=cfg.deepspeed.zero_stage,
+                                             keep_last=t.keep_last)
+                    last_saved = step
+        finally:
+            logger.close()
+        latest = ckpt_mod.checkpoints_dir(out) / f"step_{last_saved}" if last_saved is not None else None
+        return {"step": step, "output_dir": str(out), "checkpoint": str(latest) if latest else None,
+                "samples_seen": samples_seen, "tokens_seen": tokens_seen, "last": last_rec}
+    finally:
+        if owns_pg and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def evaluate(engine, batches, max_batches: int, device, world: int) -> dict[str, float]:
+    """MLM/NSP loss and accuracy on the validation split, fixed masks (``train.eval_seed``).
+
+    Every rank runs the same number of batches (collectives under ZeRO-3). Losses are averaged
+    over masked tokens / NSP rows across all ranks and batches.
+    """
+    import torch
+    import torch.distributed as dist
+
+    n = min(max_batches, batches.batches_per_epoch)
+    acc = torch.zeros(6, dtype=torch.float64)  # mlm_loss*count, mlm_correct, mlm_count, nsp_loss*count, nsp_correct, nsp_count
+    engine.eval()
+    with torch.no_grad():
+        for b in range(n):
+            batch = {k: v.to(device) for k, v in batches.batch(0, b).items()}
+            r = engine(**batch)
+            mc, nc = float(r.mlm_count), float(r.nsp_count)
+            acc += torch.tensor([float(r.mlm_loss) * mc, float(r.mlm_correct), mc, float(r.nsp_loss) * nc,
+                                 float(r.nsp_correct), nc], dtype=torch.float64)
+    engine.train()
+    if world > 1:
+        acc_dev = acc.to(device)
+        dist.all_reduce(acc_dev)
+        acc = acc_dev.cpu()
+    out = {"eval/mlm_loss": float(acc[0] / acc[2]) if acc[2] else None,
+           "eval/mlm_acc": float(acc[1] / acc[2]) if acc[2] else None}
+    if acc[5]:
+        out.update({"eval/nsp_loss": float(acc[3] / acc[5]), "eval/nsp_acc": float(acc[4] / acc[5])})
+    out["eval/loss"] = (out["eval/mlm_loss"] or 0.0) + out.get("eval/nsp_loss", 0.0)
+    return out
