@@ -148,6 +148,8 @@ class TrainConfig:
     dataloader_workers: int = 0
     peak_tflops: float = 0.0  # per device, for the MFU estimate; 0 = guess from the device
     prepare_if_missing: bool = True  # run `zhbert prepare` for data.dir when it does not exist
+    resume_universal: bool = False  # resume from a DeepSpeed universal checkpoint (world-size change)
+    eval_seed: int = 1234  # fixed masking rng for eval passes, so evals are comparable
 
     def validate(self, where: str) -> None:
         for key in ("max_steps", "micro_batch_size", "gradient_accumulation_steps", "checkpoint_every",
