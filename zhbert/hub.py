@@ -244,8 +244,9 @@ def resolve_model(name_or_path: str | Path, cache_dir: Optional[str | Path] = No
                   registry_files: Optional[list[str | Path]] = None) -> Path:
     """A checkpoint name, hub id, URL or local directory -> a local HF-format directory.
 
-    A local directory is returned as is (or, if it holds a Google ``bert_config.json`` / TF
-    checkpoint, a converted copy under the cache). Used by ``zhbert eval clue --model`` and
+    A local directory is returned as is (an HF dir, a zhbert ``step_<N>/`` or run dir: the
+    caller picks the weights inside), unless it holds a Google ``bert_config.json`` / TF
+    checkpoint: then a converted copy under the cache is returned. Used by ``zhbert eval clue --model`` and
     by the trainer's ``model.init_from``.
     """
     text = str(name_or_path)
@@ -253,7 +254,9 @@ def resolve_model(name_or_path: str | Path, cache_dir: Optional[str | Path] = No
     if local.exists():
         if not local.is_dir():
             raise CheckpointError(f"{local}: a checkpoint must be a directory (config.json + weights)")
-        return _ensure_hf_layout(local, Path(cache_dir) if cache_dir else None)
+        if _is_google_format(local):
+            return _ensure_hf_layout(local, Path(cache_dir) if cache_dir else None)
+        return local  # HF dir, zhbert step_<N>/ or run dir: the caller picks the weights
     return download(text, cache_dir=cache_dir, revision=revision, registry_files=registry_files)
 
 
@@ -361,7 +364,7 @@ def _download_url(entry: RegistryEntry, cache: Path, retries: int, timeout: floa
     key = _url_key(entry.url, None if raw else entry.name)
     final = cache / "models" / key
     if final.is_dir():
-        return final
+        return _ensure_hf_layout(final, cache, in_place=True)
     if _offline():
         raise CheckpointError(
             f"{entry.name} ({entry.url}) is not in the zhbert cache {cache / 'models'} and "
@@ -374,7 +377,7 @@ def _download_url(entry: RegistryEntry, cache: Path, retries: int, timeout: floa
         d.mkdir(parents=True, exist_ok=True)
     with _locked(downloads / f"{key}.lock"):
         if final.is_dir():  # another process finished it while we waited
-            return final
+            return _ensure_hf_layout(final, cache, in_place=True)
         work = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=tmp_root))
         try:
             if entry.format == "files":
@@ -392,12 +395,15 @@ def _download_url(entry: RegistryEntry, cache: Path, retries: int, timeout: floa
                 part = downloads / f"{key}.part"
                 fetch_with_resume(entry.url, part, sha256=entry.sha256, size=entry.size,
                                   retries=retries, timeout=timeout)
-                fmt = _sniff_format(part, entry.url) if raw else entry.format
-                out = work / "extract"
-                extract_archive(part, out, fmt, label=entry.url)
-                part.unlink()
-                model_dir = _single_top_dir(out)
-            _ensure_hf_layout(model_dir, cache, in_place=True)
+                try:  # a complete, verified file that is refused is not worth resuming: drop it
+                    fmt = _sniff_format(part, entry.url) if raw else entry.format
+                    out = work / "extract"
+                    extract_archive(part, out, fmt, label=entry.url)
+                    model_dir = _single_top_dir(out)
+                    _check_bundle(model_dir, entry.url)
+                finally:
+                    part.unlink(missing_ok=True)
+            _check_bundle(model_dir, entry.url)
             (model_dir / MARKER).write_text(json.dumps(
                 {"name": entry.name, "url": entry.url, "sha256": entry.sha256, "format": entry.format,
                  "downloaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2) + "\n")
@@ -408,7 +414,21 @@ def _download_url(entry: RegistryEntry, cache: Path, retries: int, timeout: floa
                     raise
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    return final
+    # A TF bundle is placed as downloaded and converted here, so a missing TensorFlow costs
+    # an install, not a second download.
+    return _ensure_hf_layout(final, cache, in_place=True)
+
+
+def _check_bundle(model_dir: Path, label: str) -> None:
+    """Refuse bundles that are not checkpoints; translate a Google bert_config.json."""
+    has_config = (model_dir / "config.json").is_file() or (model_dir / "bert_config.json").is_file()
+    if not has_config or not (_has_weights(model_dir) or (model_dir / TF_INDEX).is_file()):
+        found = ", ".join(sorted(p.name for p in model_dir.iterdir())[:10]) or "nothing"
+        raise CheckpointError(f"{label}: the bundle is not a checkpoint: expected config.json (or "
+                              f"bert_config.json) and one of {', '.join(WEIGHT_FILES)} or a "
+                              f"TensorFlow {TF_INDEX}; found {found}")
+    if not (model_dir / "config.json").is_file() and _has_weights(model_dir):
+        _write_hf_config(model_dir / "bert_config.json", model_dir / "config.json")
 
 
 class _Interrupted(Exception):
@@ -638,6 +658,13 @@ def google_config_to_hf(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _is_google_format(path: Path) -> bool:
+    """bert_config.json without config.json, or a TF checkpoint without PyTorch weights."""
+    if (path / "config.json").is_file():
+        return (path / TF_INDEX).is_file() and not _has_weights(path)
+    return (path / "bert_config.json").is_file() or (path / TF_INDEX).is_file()
+
+
 def _ensure_hf_layout(path: Path, cache: Optional[Path], in_place: bool = False) -> Path:
     """Return an HF-format directory for ``path`` (converting Google formats if needed).
 
@@ -779,8 +806,8 @@ def convert_tf_checkpoint(tf_dir: str | Path, out_dir: str | Path) -> Path:
         from zhbert.modeling import BertForPreTraining
 
         BertForPreTraining.from_pretrained(tmp)  # shape vs config check, names the tensor
-        if out_dir.resolve() == tf_dir.resolve():
-            for f in tmp.iterdir():
+        if out_dir.resolve() == tf_dir.resolve():  # config.json last: it marks completion
+            for f in sorted(tmp.iterdir(), key=lambda f: f.name == "config.json"):
                 os.replace(f, out_dir / f.name)
             tmp.rmdir()
         else:
