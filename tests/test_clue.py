@@ -178,6 +178,8 @@ def test_model_dir_resolution(tiny_model, tmp_path):
     for step in (10, 200, 30):
         shutil.copytree(tiny_model, run / "checkpoints" / f"step_{step}" / "hf")
     (run / "checkpoints" / "step_300").mkdir()  # incomplete: no hf/ export
+    shutil.copytree(tiny_model, run / "checkpoints" / "step_400" / "hf")  # killed before meta.json said complete
+    (run / "checkpoints" / "step_400" / "meta.json").write_text('{"step": 400, "complete": false}')
     assert resolve_model_dir(str(run)) == run / "checkpoints" / "step_200" / "hf"
     assert resolve_model_dir(str(run / "checkpoints" / "step_30")) == run / "checkpoints" / "step_30" / "hf"
     assert resolve_model_dir(str(tiny_model)) == tiny_model
@@ -295,6 +297,26 @@ def test_same_seed_same_result_and_all_tasks_skip_cleanly(tiny_model, tmp_path):
     with pytest.raises(DataError, match="no CLUE task found"):
         run_clue(str(tiny_model), parse_tasks("all"), tmp_path / "c", tmp_path / "d", seeds=[1],
                  wandb_mode="disabled", explicit_tasks=False)
+
+
+def test_deepspeed_path_matches_plain_loop(tiny_model, tmp_path):
+    """--deepspeed (single-process engine, ZeRO 0, gloo on CPU) follows the same trajectory.
+    Run in a subprocess: DeepSpeed initialises torch.distributed for the whole process."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+    hist = {}
+    for name, extra in (("plain", []), ("ds", ["--deepspeed"])):
+        cmd = [sys.executable, "-m", "zhbert.cli", "eval", "clue", "--model", str(tiny_model), "--tasks", "wsc",
+               "--data-dir", str(FIX), "--output", str(tmp_path / name), "--epochs", "2", "--batch-size", "4",
+               "--lr", "1e-3", "--eval-every", "1", "--device", "cpu", "--wandb-mode", "disabled", *extra]
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        hist[name] = json.loads((tmp_path / name / "wsc" / "seed1" / "result.json").read_text())["history"]
+    assert [h["dev_accuracy"] for h in hist["ds"]] == [h["dev_accuracy"] for h in hist["plain"]]
+    assert [h["train_loss"] for h in hist["ds"]] == pytest.approx([h["train_loss"] for h in hist["plain"]], rel=1e-4)
 
 
 # ------------------------------------------------------------------ the real CLUE files

@@ -164,9 +164,9 @@ def finetune_seed(model_dir, num_labels: int, train: list[Example], dev: list[Ex
     best = {"accuracy": -1.0, "step": 0, "state": None}
     history: list[dict] = []
 
-    def evaluate(step: int, epoch: float) -> None:
+    def evaluate(step: int, epoch: float, train_loss: float) -> None:
         acc = accuracy(predict(model, enc_dev, cfg.eval_batch_size, dev_t, pad), y_dev)
-        history.append({"step": step, "epoch": round(epoch, 4), "dev_accuracy": acc})
+        history.append({"step": step, "epoch": round(epoch, 4), "train_loss": train_loss, "dev_accuracy": acc})
         if log:
             log({"dev/accuracy": acc, "epoch": epoch}, step)
         if acc > best["accuracy"]:
@@ -199,7 +199,7 @@ def finetune_seed(model_dir, num_labels: int, train: list[Example], dev: list[Ex
                 log({"train/loss": loss.item(), "train/lr": sched.get_last_lr()[0]}, step)
             epoch_end = i + cfg.batch_size >= len(order) or step == total
             if epoch_end or (cfg.eval_every and step % cfg.eval_every == 0):
-                evaluate(step, step / steps_per_epoch)
+                evaluate(step, step / steps_per_epoch, loss.item())
             if step == total:
                 break
 

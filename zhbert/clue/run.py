@@ -28,6 +28,17 @@ def _is_model_dir(d: Path) -> bool:
     return (d / "config.json").is_file() and (d / "vocab.txt").is_file() and any((d / w).is_file() for w in WEIGHT_FILES)
 
 
+def _marked_incomplete(step_dir: Path) -> bool:
+    """A zhbert checkpoint whose meta.json does not say ``"complete": true`` (killed mid-save)."""
+    meta = step_dir / "meta.json"
+    if not meta.is_file():
+        return False
+    try:
+        return json.loads(meta.read_text(encoding="utf-8")).get("complete") is not True
+    except (OSError, ValueError):
+        return True
+
+
 def resolve_model_dir(name_or_path: str) -> Path:
     """An HF-format directory (config.json + weights + vocab.txt) from a registry name, an HF
     dir, a zhbert checkpoint ``step_<N>/`` (its ``hf/``), or a run output dir (newest step)."""
@@ -43,6 +54,8 @@ def resolve_model_dir(name_or_path: str) -> Path:
     for ckdir in (p / "checkpoints", p):
         steps = [d for d in ckdir.glob("step_*") if d.is_dir() and d.name[5:].isdigit()]
         for d in sorted(steps, key=lambda d: int(d.name[5:]), reverse=True):
+            if _marked_incomplete(d):
+                continue
             candidates += [d / "hf", d]
     for d in candidates:
         if _is_model_dir(d):
