@@ -46,16 +46,18 @@ def make_checkpoint(root: Path, step: int = 20, seed: int = 0, heads: bool = Tru
         save_file({k: v for k, v in sd.items() if not k.startswith("cls.")}, str(hf / "model.safetensors"))
     data = root / "data"
     data.mkdir(parents=True, exist_ok=True)
-    (data / "stats.json").write_text(json.dumps(
-        {"documents": 12, "train": {"instances": 100, "tokens": 6000},
-         "validation": {"instances": 4, "tokens": 250}}))
-    meta = {"step": step, "samples_seen": 32 * step, "tokens_seen": 2048 * step,
-            "config": {"data": {"dir": str(data), "pair_mode": "nsp", "max_seq_length": 64},
-                       "masking": {"strategy": "wwm"}, "train": {"lr": 5e-4, "micro_batch_size": 32}}}
+    (data / "stats.json").write_text(json.dumps(  # as `zhbert prepare` writes it
+        {"documents": 12, "train_documents": 11, "sentences": 80, "chars": 7000, "instances": 104,
+         "train_instances": 100, "validation_instances": 4, "tokens": 6250}))
+    meta = {"step": step, "samples_seen": 32 * step, "tokens_seen": 2048 * step, "world_size": 1,
+            "precision": "fp32", "data_dir": str(data.resolve()),  # as the trainer writes meta.json
+            "config": {"data": {"dir": "relative/elsewhere", "pair_mode": "nsp", "max_seq_length": 64},
+                       "masking": {"strategy": "wwm"},
+                       "train": {"lr": 5e-4, "micro_batch_size": 32, "gradient_accumulation_steps": 1}}}
     (step_dir / "meta.json").write_text(json.dumps(meta))
     rows = [{"step": 10, "loss": 7.0, "mlm_loss": 6.3, "nsp_loss": 0.7, "lr": 1e-4},
-            {"step": step, "loss": 6.25, "mlm_loss": 5.5, "nsp_loss": 0.75, "lr": 5e-4},
-            {"step": step, "split": "validation", "eval_loss": 6.5, "eval_mlm_loss": 5.75},
+            {"step": step, "loss": 6.25, "mlm_loss": 5.5, "nsp_loss": 0.75, "mlm_acc": 0.1, "lr": 5e-4,
+             "eval/mlm_loss": 5.75, "eval/nsp_loss": 0.75, "eval/loss": 6.5},  # eval shares the row
             {"step": step + 10, "loss": 1.0, "mlm_loss": 0.5, "nsp_loss": 0.5}]  # after this checkpoint
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 9')
     return step_dir
@@ -119,7 +121,8 @@ def test_model_card_contents(released):
     assert "| tokens seen | 40,960 |" in card
     # The last train row at or before step 20 (not the later one, not the torn last line).
     assert "loss 6.2500, mlm_loss 5.5000, nsp_loss 0.7500" in card
-    assert "eval_loss 6.5000" in card
+    assert "| final eval loss (step 20) | eval/mlm_loss 5.7500, eval/nsp_loss 0.7500, eval/loss 6.5000 |" in card
+    assert "| batch (sequences per step) | 32 (32 × 1 accumulation × 1 ranks) |" in card
     assert "| documents | 12 |" in card and "| instances | 104 |" in card and "| tokens | 6,250 |" in card
     assert "CLUE" not in card.split("## Use")[0]  # no results given
 

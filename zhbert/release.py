@@ -131,11 +131,12 @@ def _final_metrics(run_dir: Optional[Path], step: Optional[int]) -> dict[str, di
                 continue
             if step is not None and isinstance(row.get("step"), int) and row["step"] > step:
                 continue  # a later checkpoint's metrics
-            is_eval = row.get("split") in ("validation", "eval") or any(k.startswith("eval") for k in row)
-            if is_eval:
-                out["eval"] = row
-            elif "loss" in row:
-                out["train"] = row
+            # The trainer logs eval results (eval/loss ...) in the same row as the train step.
+            if row.get("split") in ("validation", "eval") or any(k.startswith("eval") for k in row):
+                out["eval"] = {k: v for k, v in row.items() if k == "step" or k.startswith("eval")
+                               or row.get("split") in ("validation", "eval")}
+            if "loss" in row and row.get("split") in (None, "train"):
+                out["train"] = {k: v for k, v in row.items() if not k.startswith("eval")}
     return out
 
 
@@ -172,7 +173,7 @@ def _copy_model(src: _Source, out: Path) -> dict[str, Any]:
 
 
 def _stats(meta: dict[str, Any]) -> tuple[Optional[str], Optional[dict]]:
-    data_dir = _get(meta, "config.data.dir", "data.dir", "data_dir")
+    data_dir = _get(meta, "data_dir", "config.data.dir", "data.dir")  # data_dir: resolved path
     if not data_dir:
         return None, None
     stats_path = Path(data_dir) / "stats.json"
@@ -274,11 +275,17 @@ def model_card(name: str, model: dict[str, Any], src: _Source, vocab_size: int,
              f"| optimizer steps | {_fmt(step)} |",
              f"| samples seen | {_fmt(samples)} |",
              f"| tokens seen | {_fmt(tokens)} |"]
-    for key, label in (("config.train.lr", "peak learning rate"),
-                       ("config.train.micro_batch_size", "micro batch size (per rank)"),
-                       ("config.train.gradient_accumulation_steps", "gradient accumulation"),
-                       ("world_size", "ranks"), ("config.deepspeed.precision", "precision")):
-        value = _get(meta, key)
+    micro = _get(meta, "config.train.micro_batch_size")
+    accum = _get(meta, "config.train.gradient_accumulation_steps")
+    world = _get(meta, "world_size")
+    if all(isinstance(x, int) for x in (micro, accum, world)):
+        lines.append(f"| batch (sequences per step) | {_fmt(micro * accum * world)} "
+                     f"({micro} × {accum} accumulation × {world} ranks) |")
+    for keys, label in ((("config.train.lr",), "peak learning rate"),
+                        (("config.train.max_steps",), "scheduled steps"),
+                        (("precision", "config.deepspeed.precision"), "precision"),
+                        (("zero_stage", "config.deepspeed.zero_stage"), "ZeRO stage")):
+        value = _get(meta, *keys)
         if value is not None:
             lines.append(f"| {label} | {_fmt(value)} |")
     losses = []
@@ -302,7 +309,7 @@ def model_card(name: str, model: dict[str, Any], src: _Source, vocab_size: int,
         lines.append(f"Instances from `zhbert prepare` in `{data_dir}`.")
         if stats:
             lines += ["", "| | |", "|---|---|"]
-            for key in ("documents", "sentences", "instances", "tokens"):
+            for key in ("documents", "sentences", "chars", "instances", "tokens"):
                 value = _find_number(stats, key)
                 if value is not None:
                     lines.append(f"| {key} | {_fmt(value)} |")
