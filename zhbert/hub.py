@@ -311,8 +311,9 @@ def _download_hub(entry: RegistryEntry, cache: Optional[Path], revision: Optiona
                     f"downloading it. Either unset HF_HUB_OFFLINE and run `zhbert download "
                     f"{entry.name}` once with network access, point HF_HOME / HF_HUB_CACHE at a cache "
                     f"that holds it, or pass a local checkpoint directory instead.") from None
-            raise CheckpointError(f"{label}: cannot download from the hub and it is not cached "
-                                  f"in {where}: {_first_line(e)}") from None
+            raise CheckpointError(f"{label}: cannot reach the hub ({_first_line(e)}) and it is not "
+                                  f"cached in {where}; check the network / HF_ENDPOINT, or pass a "
+                                  f"local checkpoint directory") from None
         except hf_errors.RepositoryNotFoundError:
             raise CheckpointError(f"{label}: no such repository on the hub "
                                   f"({os.environ.get('HF_ENDPOINT', 'https://huggingface.co')}); "
