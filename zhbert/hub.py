@@ -616,7 +616,9 @@ def extract_archive(archive: Path, out: Path, fmt: str, label: Optional[str] = N
                     kinds.append((m.name, kind, m.linkname if kind in ("symlink", "hardlink") else None))
                 _check_members(kinds, label)
                 # The data filter re-checks against the real filesystem (defence in depth).
-                tf.extractall(out, members=members, filter="data")
+                # (Pythons older than 3.10.12 lack filters; the checks above are the real guard.)
+                extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                tf.extractall(out, members=members, **extra)
         elif fmt == "zip":
             with zipfile.ZipFile(archive) as zf:
                 kinds = []
