@@ -373,7 +373,12 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
         engine, _, _, scheduler = deepspeed.initialize(model=model, model_parameters=_param_groups(model, t.weight_decay),
                                                        config=ds_cfg)
 
-        # ---- resume
+        if scheduler is not None:
+            # DeepSpeed's Warmup* schedulers start at iteration -1 (= min lr) and count from there;
+            # stepping to 0 makes optimizer step s (1-based) use the schedule's value at s-1.
+            scheduler.step(0)
+
+        # ---- resume (overwrites the scheduler state)
         step, samples_seen, tokens_seen = 0, 0, 0
         position = DataPosition()
         if resume_dir is not None:
@@ -415,6 +420,7 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
                 # nsp_correct, nsp_count, real tokens, samples, padded tokens
                 acc = torch.zeros(10, dtype=torch.float64)
                 grad_norm = None
+                lr = float(engine.get_lr()[0])  # the lr this optimizer step applies
                 for _ in range(t.gradient_accumulation_steps):
                     pos, batch = next(it)
                     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -444,7 +450,6 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
                 window_tokens += int(acc[7])
                 window_samples += int(acc[8])
                 window_flops += model_flops_per_token(model_config, float(acc[9] / max(1.0, acc[8]))) * float(acc[9])
-                lr = float(scheduler.get_last_lr()[0]) if scheduler is not None else t.lr
                 rec = {"step": step, "loss": float(acc[0]) / n_micro, "mlm_loss": float(acc[1]) / n_micro,
                        "nsp_loss": float(acc[2]) / n_micro,
                        "mlm_acc": float(acc[3] / acc[4]) if acc[4] > 0 else None,
