@@ -82,6 +82,8 @@ def main() -> int:
     ap.add_argument("--budget-minutes", type=float, default=10.0, help="pretraining CPU wall-clock budget")
     ap.add_argument("--clue-dir", default=str(SHARED / "clue"))
     ap.add_argument("--vocab", default=str(SHARED / "bert_base_chinese" / "vocab.txt"))
+    ap.add_argument("--pretrain-steps", type=int, default=None,
+                    help="fixed pretraining steps (skips the calibration run; the budget still stops it)")
     ap.add_argument("--tasks", default="tnews,ocnli")
     ap.add_argument("--seeds", default="1,2")
     ap.add_argument("--max-train-samples", type=int, default=3000)
@@ -89,6 +91,7 @@ def main() -> int:
     ap.add_argument("--epochs", type=float, default=2)
     ap.add_argument("--lr", type=float, default=1e-4, help="fine-tuning lr (tiny models want more than 2e-5)")
     ap.add_argument("--max-seq-length", type=int, default=64)
+    ap.add_argument("--eval-every", type=int, default=50)
     args = ap.parse_args()
 
     out = (REPO / args.output).resolve()
@@ -107,16 +110,18 @@ def main() -> int:
     else:
         t_prep = 0.0
     budget = 60 * args.budget_minutes
-    # Calibration: 30 steps, read samples/s from metrics.jsonl.
-    calib = out / "calib"
-    shutil.rmtree(calib, ignore_errors=True)
-    t_cal = run([sys.executable, "scripts/pretrain.py", "--config", "configs/pretrain/tiny.yaml",
-                 *pretrain_overrides(data, vocab, corpus, calib, 30)], timeout=budget)
-    recs = [json.loads(x) for x in (calib / "metrics.jsonl").open() if '"samples_per_s"' in x]
-    sps = recs[-1]["samples_per_s"]
-    left = max(60.0, budget - t_cal - 45)  # 45 s for start-up and the final save
-    steps = max(50, int(left * sps / 16))  # micro_batch_size 16 in tiny.yaml
-    print(f"calibration: {sps:.1f} samples/s -> max_steps={steps} for {left:.0f}s", flush=True)
+    if args.pretrain_steps:
+        t_cal, left, steps = 0.0, budget, args.pretrain_steps
+    else:  # calibration: 30 steps, read samples/s from metrics.jsonl
+        calib = out / "calib"
+        shutil.rmtree(calib, ignore_errors=True)
+        t_cal = run([sys.executable, "scripts/pretrain.py", "--config", "configs/pretrain/tiny.yaml",
+                     *pretrain_overrides(data, vocab, corpus, calib, 30)], timeout=budget)
+        recs = [json.loads(x) for x in (calib / "metrics.jsonl").open() if '"samples_per_s"' in x]
+        sps = recs[-1]["samples_per_s"]
+        left = max(60.0, budget - t_cal - 45)  # 45 s for start-up and the final save
+        steps = max(50, int(left * sps / 16))  # micro_batch_size 16 in tiny.yaml
+        print(f"calibration: {sps:.1f} samples/s -> max_steps={steps} for {left:.0f}s", flush=True)
     pre = out / "pretrain"
     shutil.rmtree(pre, ignore_errors=True)
     t_pre = run([sys.executable, "scripts/pretrain.py", "--config", "configs/pretrain/tiny.yaml",
@@ -141,7 +146,7 @@ def main() -> int:
              "--data-dir", clue_dir, "--output", res_dir, "--seeds", args.seeds, "--epochs", str(args.epochs),
              "--lr", str(args.lr), "--batch-size", "32", "--max-seq-length", str(args.max_seq_length),
              "--max-train-samples", str(args.max_train_samples), "--max-eval-samples", str(args.max_eval_samples),
-             "--eval-every", "50", "--device", "cpu", "--wandb-mode", "disabled"], stdout=subprocess.DEVNULL)
+             "--eval-every", str(args.eval_every), "--device", "cpu", "--wandb-mode", "disabled"], stdout=subprocess.DEVNULL)
         rows[name] = json.loads((res_dir / "results.json").read_text())
     metrics = [json.loads(x) for x in (pre / "metrics.jsonl").open()]
     last = metrics[-1]
