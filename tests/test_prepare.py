@@ -243,3 +243,10 @@ def test_sop_and_none_modes(tmp_path, vocab, corpus):
     assert set(rows["next_sentence_label"]) == {-100}
     assert all(set(t) == {0} for t in rows["token_type_ids"])
     assert none["instances"] > 0
+
+
+def test_no_validation_split_when_fraction_zero(tmp_path, vocab, corpus):
+    stats = prepare(config(tmp_path, vocab, validation_fraction=0.0))
+    dd = load_prepared(tmp_path / "out")
+    assert set(dd) == {"train"} and stats["validation_instances"] == 0
+    assert len(dd["train"]) == stats["instances"]

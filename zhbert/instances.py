@@ -42,10 +42,12 @@ another document, so B always comes from the same text. ``none`` (RoBERTa-style)
 consecutive sentences of one document into a single segment ``[CLS] X [SEP]`` of up to
 ``max_seq_length - 2`` tokens; a sentence longer than that is truncated (its tail dropped).
 
-Word and entity ids travel with their tokens: each sentence's ids are offset so they stay
-distinct across sentences, truncation removes them with the tokens (a word cut in half by
-truncation stays a word), and the finished instance is renumbered densely in order of
-appearance, so ``word_ids`` reads 0, 1, 2, ... and [CLS]/[SEP] get -1.
+Word and entity ids travel with their tokens: each sentence's ids (0, 1, ... without gaps,
+as ``zhbert.segment`` makes them) are offset by the words/entities before it, truncation
+removes them with the tokens (a word cut in half by truncation stays a word), and each
+segment is shifted to continue the numbering of the one before, so ``word_ids`` reads
+0, 1, 2, ... across the instance and [CLS]/[SEP] get -1. A word split between A and B (sop,
+one long sentence) counts as two words, one on each side.
 
 All randomness comes from the explicit ``rng`` (a ``random.Random``), consumed in the same
 order as Google's code, so an instance set is reproducible from (documents, seed).
@@ -67,22 +69,32 @@ class SentenceLike(Protocol):
 
 
 class _Segment:
-    """Token ids with their word/entity ids, renumbered so sentences never share an index."""
+    """Token ids with their word/entity ids, offset so that sentences never share an index."""
 
-    __slots__ = ("ids", "words", "ents")
+    __slots__ = ("ids", "words", "ents", "n_words", "n_ents")
 
     def __init__(self) -> None:
         self.ids: list[int] = []
         self.words: list[int] = []
         self.ents: list[int] = []
+        self.n_words = 0  # word / entity ids used so far: the next sentence starts after them
+        self.n_ents = 0
 
     def extend(self, s: SentenceLike) -> None:
-        # Offsets make every sentence's word/entity ids disjoint from the ones before; the
-        # final dense renumbering (``_renumber``) only needs them distinct and in order.
-        w0 = len(self.ids)  # > any word id so far (at most one word per token)
+        # Per sentence, word ids are 0, 1, ... without gaps and entity ids likewise (-1 outside),
+        # so offsetting by the counts so far keeps the whole segment gapless and in order.
+        if not s.ids:
+            return
+        w0, e0 = self.n_words, self.n_ents
         self.ids.extend(s.ids)
         self.words.extend([w + w0 for w in s.word_ids])
-        self.ents.extend([e + w0 if e >= 0 else -1 for e in s.entity_ids])
+        self.n_words = w0 + max(s.word_ids) + 1
+        top = max(s.entity_ids)
+        if top < 0:
+            self.ents.extend(s.entity_ids)
+        else:
+            self.ents.extend([e + e0 if e >= 0 else -1 for e in s.entity_ids])
+            self.n_ents = e0 + top + 1
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -128,39 +140,38 @@ def truncate_seq_pair(a: _Segment, b: _Segment, max_num_tokens: int, rng: random
     b.cut(*cut["b"])
 
 
-def _renumber(raw: list[int]) -> list[int]:
-    """Dense ids in order of appearance; -1 stays -1. A new index starts whenever the raw id
-    changes, so the same raw id on both sides of [SEP] (a sentence split by sop) gives two."""
-    out = []
-    nxt = -1
-    prev = None
-    for r in raw:
-        if r < 0:
-            out.append(-1)
-        else:
-            if r != prev:
-                nxt += 1
-            out.append(nxt)
-        prev = r
-    return out
+def _rebase(vals: list[int], base: int) -> tuple[list[int], int]:
+    """Shift a segment's ids (gapless and in order, -1 kept) to start at ``base``.
+
+    Truncation may have removed the first words, and a random B has its own numbering, so
+    each segment is shifted to continue where the previous one ended. Returns (ids, next base).
+    """
+    first = next((v for v in vals if v >= 0), None)
+    if first is None:
+        return vals, base
+    shift = base - first
+    out = [v + shift if v >= 0 else -1 for v in vals]
+    return out, max(out) + 1
 
 
 def _instance(first: _Segment, second: _Segment | None, cls_id: int, sep_id: int, label: int) -> dict:
+    words, nw = _rebase(first.words, 0)
+    ents, ne = _rebase(first.ents, 0)
     ids = [cls_id, *first.ids, sep_id]
-    words = [-1, *first.words, -1]
-    ents = [-1, *first.ents, -1]
+    words = [-1, *words, -1]
+    ents = [-1, *ents, -1]
     types = [0] * len(ids)
     if second is not None:
         ids += [*second.ids, sep_id]
-        words += [*second.words, -1]
-        ents += [*second.ents, -1]
+        words += [*_rebase(second.words, nw)[0], -1]
+        ents += [*_rebase(second.ents, ne)[0], -1]
         types += [1] * (len(second) + 1)
     return {
         "input_ids": ids,
         "token_type_ids": types,
         "next_sentence_label": label,
-        "word_ids": _renumber(words),
-        "entity_ids": _renumber(ents),
+        "word_ids": words,
+        "entity_ids": ents,
     }
 
 

@@ -1,0 +1,154 @@
+"""`zhbert prepare` throughput against raw `jieba.lcut` over the same sentences, same run.
+
+    python benchmarks/prep_throughput.py                      # shared pretrain corpus, 1 and 2 workers
+    python benchmarks/prep_throughput.py --workers 4 --max-docs 2000
+
+Both sides are timed end to end, each in a fresh process, start-up and dictionary loading
+included, in wall time and in CPU time (all processes; the fair per-worker figure on a
+machine shared with other jobs):
+raw jieba = `jieba.lcut` on every sentence (a `multiprocessing` Pool of N processes for N
+workers); prepare = `zhbert.prepare.prepare` (read, tokenize, segment + align, pairs, Arrow,
+finalise). The corpus is read once up front (same normalisation as prepare) so both see the
+same sentences; reading is part of prepare's time, not of jieba's. Target: prepare >= 0.9x raw
+jieba per worker and near-linear in workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _cpu() -> float:
+    """CPU seconds of this process plus its finished children (pool workers are joined)."""
+    me, ch = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + ch.ru_utime + ch.ru_stime
+
+
+def _init_jieba() -> None:
+    import logging
+
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    jieba.initialize()
+
+
+def _cut_chunk(texts: list[str]) -> int:
+    import jieba
+
+    return sum(len(jieba.lcut(t)) for t in texts)
+
+
+def raw_jieba(texts: list[str], workers: int) -> tuple[float, float]:
+    """(wall, cpu) seconds for jieba.lcut over `texts` with `workers` processes (start-up included).
+
+    Run it first, in a fresh process: jieba loaded here stays loaded."""
+    c0, t0 = _cpu(), time.perf_counter()
+    if workers == 1:
+        _init_jieba()
+        _cut_chunk(texts)
+    else:
+        chunk = 2000
+        with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_jieba) as pool:
+            sum(pool.imap(_cut_chunk, [texts[i:i + chunk] for i in range(0, len(texts), chunk)]))
+    return time.perf_counter() - t0, _cpu() - c0
+
+
+def run_prepare(corpus: Path, vocab: str, workers: int, shard_documents: int, out: Path) -> tuple[float, float, dict]:
+    from zhbert.config import DataConfig
+    from zhbert.prepare import prepare
+
+    cfg = DataConfig(input=[str(corpus)], dir=str(out), vocab=vocab, workers=workers,
+                     shard_documents=shard_documents, overwrite=True)
+    c0, t0 = _cpu(), time.perf_counter()
+    stats = prepare(cfg)
+    return time.perf_counter() - t0, _cpu() - c0, stats
+
+
+def _measure(kind: str, corpus: Path, vocab: str, workers: int, shard_documents: int, out: Path):
+    cmd = [sys.executable, __file__, "--measure", kind, "--input", str(corpus), "--vocab", vocab,
+           "--workers", str(workers), "--shard-documents", str(shard_documents), "--out", str(out)]
+    res = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _measure_child(args) -> int:
+    """One measurement in this (fresh) process; prints [wall, cpu, ...] as JSON."""
+    corpus = Path(args.input[0])
+    if args.measure == "jieba":
+        texts = [line for line in corpus.read_text(encoding="utf-8").split("\n") if line]
+        print(json.dumps(raw_jieba(texts, args.workers)))
+    else:
+        wall, cpu, stats = run_prepare(corpus, args.vocab, args.workers, args.shard_documents, Path(args.out))
+        print(json.dumps([wall, cpu, stats["instances"]]))
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--input", nargs="+", default=[str(SHARED / "pretrain_corpus")])
+    ap.add_argument("--vocab", default=str(SHARED / "bert_base_chinese" / "vocab.txt"))
+    ap.add_argument("--workers", type=int, default=2, help="N for the multi-process comparison")
+    ap.add_argument("--max-docs", type=int, default=0, help="use only the first N documents (0 = all)")
+    ap.add_argument("--shard-documents", type=int, default=0,
+                    help="documents per shard (default: enough shards for 4 per worker)")
+    ap.add_argument("--measure", choices=["jieba", "prepare"], help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.measure:
+        return _measure_child(args)
+
+    from zhbert.corpus import iter_documents
+
+    docs = []
+    for d in iter_documents(args.input):
+        docs.append(d.sentences)
+        if args.max_docs and len(docs) >= args.max_docs:
+            break
+    texts = [s for d in docs for s in d]
+    chars = sum(map(len, texts))
+    shard_documents = args.shard_documents or max(1, len(docs) // (4 * args.workers))
+    print(f"corpus: {len(docs)} documents, {len(texts)} sentences, {chars} chars; "
+          f"{shard_documents} documents/shard; {os.cpu_count()} cpus", flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # The selected documents, re-written in BERT format, so both sides see the same text.
+        corpus = Path(tmp) / "corpus.txt"
+        corpus.write_text("\n\n".join("\n".join(d) for d in docs) + "\n", encoding="utf-8")
+        rows = []
+        for w in sorted({1, args.workers}):
+            # Each measurement in a fresh process, so no side inherits the other's loaded jieba.
+            j, jc = _measure("jieba", corpus, args.vocab, w, shard_documents, Path(tmp) / f"out{w}")
+            pw, pc, n = _measure("prepare", corpus, args.vocab, w, shard_documents, Path(tmp) / f"out{w}")
+            rows.append({"workers": w, "jieba_chars_per_s": round(chars / j), "prepare_chars_per_s": round(chars / pw),
+                         "ratio": round(j / pw, 3), "jieba_cpu_s": round(jc, 2), "prepare_cpu_s": round(pc, 2),
+                         "cpu_ratio": round(jc / pc, 3), "jieba_s": round(j, 2), "prepare_s": round(pw, 2),
+                         "instances": n})
+            print(json.dumps(rows[-1]), flush=True)
+    print("\n| workers | raw jieba chars/s | prepare chars/s | prepare / jieba (wall) | prepare / jieba (CPU time) |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['workers']} | {r['jieba_chars_per_s']:,} | {r['prepare_chars_per_s']:,} | {r['ratio']:.2f} "
+              f"| {r['cpu_ratio']:.2f} |")
+    if len(rows) == 2:
+        print(f"\nscaling 1 -> {args.workers} workers (wall): jieba x{rows[1]['jieba_chars_per_s'] / rows[0]['jieba_chars_per_s']:.2f}, "
+              f"prepare x{rows[1]['prepare_chars_per_s'] / rows[0]['prepare_chars_per_s']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
