@@ -196,7 +196,7 @@ def test_accumulation_bf16_metrics_and_wandb(data, tmp_path):
         for key in ("loss", "mlm_loss", "nsp_loss", "mlm_acc", "nsp_acc", "lr", "grad_norm", "tokens_per_s",
                     "samples_per_s", "tokens", "samples", "epoch"):
             assert key in r, key
-        assert r["loss"] == pytest.approx(r["mlm_loss"] + r["nsp_loss"], rel=1e-5)
+        assert r["loss"] == pytest.approx(r["mlm_loss"] + r["nsp_loss"], rel=1e-2)  # bf16 sums
         assert 0 <= r["mlm_acc"] <= 1 and 0 <= r["nsp_acc"] <= 1 and r["grad_norm"] > 0
     assert recs[0]["loss"] == pytest.approx(metrics(big)[0]["loss"], rel=0.05)  # bf16 ~ fp32 at init
     for step in (2, 4):

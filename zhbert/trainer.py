@@ -474,6 +474,7 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
                 if step % t.checkpoint_every == 0 or step == t.max_steps:
                     meta = {"samples_seen": samples_seen, "tokens_seen": tokens_seen,
                             "data_position": position.to_dict(), "global_micro_batch": train_batches.global_micro,
+                            "batches_per_epoch": train_batches.batches_per_epoch,
                             "seed": t.seed, "zero_stage": cfg.deepspeed.zero_stage,
                             "precision": cfg.deepspeed.precision, "data_dir": str(Path(data_dir).resolve()),
                             "model_config": model_config.to_dict(), "config": to_dict(cfg),

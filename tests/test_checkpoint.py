@@ -1,0 +1,207 @@
+"""Checkpoint tests: SIGKILL + resume equality, corrupt checkpoints, keep_last, HF export
+(against transformers), ZeRO-3 export, universal checkpoint with a world-size change."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from _pretrain_fixtures import REPO, build_data, cpu_env, metrics, overrides, spawn_train
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return build_data(tmp_path_factory.mktemp("ckpt_data"))
+
+
+def _kill_resume_args(data: Path, out: Path) -> list[str]:
+    # dropout on: equality after resume needs the restored RNG state too
+    return overrides(data, out, "train.max_steps=24", "train.checkpoint_every=4", "train.keep_last=2",
+                     "train.eval_every=8", dropout=0.1)
+
+
+def _popen(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(REPO / "scripts" / "pretrain.py"), *args], cwd=REPO,
+                            env=cpu_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def finished_run(data, tmp_path_factory) -> Path:
+    """An uninterrupted 24-step run (checkpoints every 4 steps, keep_last 2)."""
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    p = _popen(_kill_resume_args(data, out))
+    _, err = p.communicate(timeout=400)
+    assert p.returncode == 0, err[-3000:]
+    return out
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_logs_the_same_losses(data, finished_run, tmp_path):
+    out = tmp_path / "killed"
+    args = _kill_resume_args(data, out)
+    p = _popen(args)
+    first = out / "checkpoints" / "step_4" / "meta.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and p.poll() is None:
+        if first.exists() and json.loads(first.read_text()).get("complete"):
+            break
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert p.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    killed_at = max(r["step"] for r in metrics(out))
+    assert 4 <= killed_at < 24
+
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "pretrain.py"), *args], cwd=REPO, env=cpu_env(),
+                       capture_output=True, text=True, timeout=400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    resumed, ref = metrics(out), metrics(finished_run)
+    assert [x["step"] for x in resumed] == list(range(1, 25))  # no duplicates, nothing missing
+    for a, b in zip(resumed, ref):
+        for key in ("loss", "mlm_loss", "nsp_loss", "mlm_acc", "nsp_acc", "lr", "samples", "tokens",
+                    "eval/mlm_loss", "eval/nsp_acc"):
+            assert a.get(key) == b.get(key), (a["step"], key, a.get(key), b.get(key))
+    assert abs(resumed[-1]["grad_norm"] - ref[-1]["grad_norm"]) <= 1e-6 * ref[-1]["grad_norm"]
+    # keep_last 2 (step dirs only; no leftovers of the killed save)
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert names == ["step_20", "step_24"], names
+
+
+def test_checkpoint_layout_and_meta(finished_run):
+    from zhbert import checkpoint as ck
+
+    step = finished_run / "checkpoints" / "step_24"
+    assert ck.check_complete(step) is None
+    meta = ck.read_meta(step)
+    assert list(meta)[-1] == "complete" and meta["complete"] is True
+    assert meta["step"] == 24 and meta["world_size"] == 1 and meta["samples_seen"] == 48
+    pos = meta["data_position"]
+    assert pos["epoch"] * meta["batches_per_epoch"] + pos["batch_index"] == 24  # 24 global micro-batches read
+    assert set(meta["versions"]) >= {"zhbert", "torch", "deepspeed", "transformers"}
+    assert meta["config"]["train"]["max_steps"] == 24 and meta["tokens_seen"] > 0
+    for name in ("config.json", "model.safetensors", "vocab.txt", "tokenizer.json", "tokenizer_config.json"):
+        assert (step / "hf" / name).is_file()
+    assert (step / "ds" / meta["ds_tag"]).is_dir() and (step / "rng" / "rank_0.pt").is_file()
+
+
+def test_corrupt_newest_checkpoint_falls_back_with_warning(finished_run, tmp_path):
+    from zhbert import checkpoint as ck
+
+    root = tmp_path / "checkpoints"
+    shutil.copytree(finished_run / "checkpoints", root)
+    assert ck.find_latest(root).name == "step_24"
+    # a truncated DeepSpeed file in the newest
+    model_file = next((root / "step_24" / "ds" / "global_step24").glob("*model_states.pt"))
+    model_file.write_bytes(model_file.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="step_24.*truncated"):
+        assert ck.find_latest(root).name == "step_20"
+    # a save killed before meta.json was marked complete
+    meta = json.loads((root / "step_20" / "meta.json").read_text())
+    meta["complete"] = False
+    (root / "step_20" / "meta.json").write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match="step_20.*not marked complete"):
+        assert ck.find_latest(root) is None
+    shutil.rmtree(root / "step_20" / "hf")
+    with pytest.warns(UserWarning):
+        assert ck.resolve_resume("auto", tmp_path) is None
+    assert ck.resolve_resume("never", finished_run) is None
+    assert ck.resolve_resume("auto", finished_run).name == "step_24"
+
+
+def test_export_loads_in_transformers_with_same_logits(finished_run, tmp_path):
+    import torch
+    import transformers
+
+    from zhbert import checkpoint as ck
+    from zhbert.cli import main
+    from zhbert.modeling import BertForPreTraining
+
+    out = tmp_path / "export"
+    assert main(["export", str(finished_run / "checkpoints" / "step_24"), str(out)]) == 0
+    for name in ("config.json", "model.safetensors", "vocab.txt", "tokenizer.json", "tokenizer_config.json"):
+        assert (out / name).is_file()
+    ours = BertForPreTraining.from_pretrained(out).eval()
+    hf = transformers.BertForPreTraining.from_pretrained(out).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(out)
+    enc = tok(["今天天气很好。", "长江是中国第一长河"], ["我们去公园。", "全长约6300公里"], padding=True,
+              return_tensors="pt")
+    with torch.no_grad():
+        a = ours(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
+        b = hf(**enc)
+    mask = enc["attention_mask"].bool()
+    assert torch.allclose(a.prediction_logits[mask], b.prediction_logits[mask], atol=1e-4)
+    assert torch.allclose(a.seq_relationship_logits, b.seq_relationship_logits, atol=1e-5)
+    # export from the DeepSpeed state alone (no hf/) gives the same weights
+    bare = tmp_path / "bare"
+    shutil.copytree(finished_run / "checkpoints" / "step_24", bare)
+    shutil.rmtree(bare / "hf")
+    out2 = ck.export(bare, tmp_path / "export2")
+    _assert_same_weights(out, out2)
+    assert main(["export", str(tmp_path / "nope"), str(tmp_path / "x")]) == 2
+
+
+def _assert_same_weights(a: Path, b: Path, atol: float = 0.0) -> None:
+    from safetensors.torch import load_file
+
+    sa, sb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert set(sa) == set(sb)
+    for k in sa:
+        assert (sa[k] - sb[k]).abs().max().item() <= atol, k
+
+
+@pytest.mark.slow
+def test_zero3_export_and_universal_checkpoint_world_size_change(data, tmp_path):
+    """2 ranks: ZeRO-3 (HF export via gathered params == zero_to_fp32 consolidation) and ZeRO-2
+    saved at step 3 -> universal checkpoint -> resumed on 1 rank."""
+    import torch
+
+    from zhbert import checkpoint as ck
+    from zhbert.collator import PretrainingCollator
+    from zhbert.config import MaskingConfig
+    from zhbert.data import ShardedBatches
+    from zhbert.masking import VocabInfo
+    from zhbert.modeling import BertForPreTraining
+    from zhbert.prepare import load_prepared
+    from zhbert.tokenizer import ChineseTokenizer
+
+    z3, z2 = tmp_path / "zero3", tmp_path / "zero2"
+    spawn_train(2, [overrides(data, z3, "deepspeed.zero_stage=3", "train.max_steps=2"),
+                    overrides(data, z2, "deepspeed.zero_stage=2", "train.max_steps=3")])
+    step = z3 / "checkpoints" / "step_2"
+    assert ck.check_complete(step) is None
+    assert list((step / "ds" / "global_step2").glob("zero_pp_rank_1_*"))  # sharded state
+    bare = tmp_path / "z3bare"
+    shutil.copytree(step, bare)
+    shutil.rmtree(bare / "hf")
+    _assert_same_weights(step / "hf", ck.export(bare, tmp_path / "z3export"))
+
+    # universal checkpoint: convert, then resume with 1 rank
+    saved = z2 / "checkpoints" / "step_3"
+    uni = ck.to_universal(saved)
+    assert uni.is_dir() and ck.read_meta(saved)["ds_universal_tag"] == uni.name
+    resume = overrides(data, z2, "deepspeed.zero_stage=2", "train.max_steps=5", f"train.resume={saved}",
+                       "train.resume_universal=true")
+    spawn_train(1, [resume])
+    recs = metrics(z2)
+    assert [r["step"] for r in recs] == [1, 2, 3, 4, 5]
+    assert recs[3]["samples"] == recs[2]["samples"] + 2  # 1 rank x micro 2 from here on
+    # the step-4 loss (before its update) is the saved weights' loss on that batch: weights loaded exactly
+    meta = ck.read_meta(z2 / "checkpoints" / "step_5")  # its data position is 2 batches past step 4's
+    tok = ChineseTokenizer.from_dir(data)
+    sb = ShardedBatches(load_prepared(data)["train"],
+                        PretrainingCollator(VocabInfo.from_tokenizer(tok), MaskingConfig(strategy="wwm"), 64),
+                        seed=42, rank=0, world_size=1, micro_batch_size=2)
+    pos = sb.position(sb.linear(type(sb.position(0)).from_dict(meta["data_position"])) - 2)
+    assert (pos.epoch, pos.batch_index) == (0, 3 * 4 // 2)  # 3 steps x 4 instances, rescaled to G=2
+    model = BertForPreTraining.from_pretrained(saved / "hf").eval()
+    with torch.no_grad():
+        loss = model(**sb.batch(pos.epoch, pos.batch_index)).loss.item()
+    assert recs[3]["loss"] == pytest.approx(loss, rel=1e-5)
+    assert recs[4]["loss"] < 20  # continues sensibly
