@@ -348,12 +348,14 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
         train_batches = ShardedBatches(dsets["train"], collator, seed=t.seed, rank=rank, world_size=world,
                                        micro_batch_size=t.micro_batch_size)
         eval_batches = None
-        if "validation" in dsets and len(dsets["validation"]) >= t.micro_batch_size * world:
+        eval_micro = min(t.micro_batch_size, len(dsets["validation"]) // world) if "validation" in dsets else 0
+        if eval_micro >= 1:  # a small validation split gets smaller eval batches
             eval_batches = ShardedBatches(dsets["validation"], collator, seed=t.eval_seed, rank=rank,
-                                          world_size=world, micro_batch_size=t.micro_batch_size, shuffle=False,
+                                          world_size=world, micro_batch_size=eval_micro, shuffle=False,
                                           name="validation")
         elif rank == 0:
-            warnings.warn("validation split too small for one global micro-batch: eval is skipped", stacklevel=2)
+            warnings.warn(f"{data_dir}: validation split has fewer instances than ranks: eval is skipped",
+                          stacklevel=2)
 
         resume_dir = ckpt_mod.resolve_resume(t.resume, out)
         if rank == 0:
