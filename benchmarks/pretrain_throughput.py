@@ -77,19 +77,26 @@ class Result:
     hf_tok_s: float
     zhbert_step_s: float
     hf_step_s: float
+    zhbert_cpu_s: float  # median process CPU time per step (all threads)
+    hf_cpu_s: float
 
     @property
     def ratio(self) -> float:
         return self.zhbert_tok_s / self.hf_tok_s
 
+    @property
+    def cpu_ratio(self) -> float:
+        return self.hf_cpu_s / self.zhbert_cpu_s
 
-def _train_step(model, opt, batch) -> float:
-    t0 = time.perf_counter()
+
+def _train_step(model, opt, batch) -> tuple[float, float]:
+    """One forward + backward + AdamW step; returns (wall seconds, process CPU seconds)."""
+    t0, c0 = time.perf_counter(), time.process_time()
     out = model(**batch)
     out.loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def bench_model_vs_hf(shape: str, steps: int, warmup: int = 1, seed: int = 0) -> Result:
@@ -110,21 +117,24 @@ def bench_model_vs_hf(shape: str, steps: int, warmup: int = 1, seed: int = 0) ->
     real_tokens = [int(b["attention_mask"].sum()) for b in batches[warmup:]]
     padded_tokens = batch_size * SEQ_LEN
     times: dict[str, list[float]] = {"zhbert": [], "hf": []}
+    cpu: dict[str, list[float]] = {"zhbert": [], "hf": []}
     for i, batch in enumerate(batches):
         order = (("zhbert", ours), ("hf", hf)) if i % 2 == 0 else (("hf", hf), ("zhbert", ours))
         dt = {}
         for name, model in order:  # interleave: background load hits both alike
             torch.manual_seed(seed + i)
-            dt[name] = _train_step(model, opts[name], batch)
+            dt[name], dc = _train_step(model, opts[name], batch)
             if i >= warmup:
                 times[name].append(dt[name])
+                cpu[name].append(dc)
         tag = "warmup" if i < warmup else "step"
         print(f"  {shape} {tag} {i}: zhbert {dt['zhbert']:.3f}s  hf {dt['hf']:.3f}s", flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
     # tokens/s counts the padded grid B*T for both models (the work requested of them).
     print(f"  {shape}: mean real tokens/batch {statistics.mean(real_tokens):.0f} of {padded_tokens}")
     return Result(shape, batch_size, padded_tokens / med["zhbert"], padded_tokens / med["hf"],
-                  med["zhbert"], med["hf"])
+                  med["zhbert"], med["hf"], med_cpu["zhbert"], med_cpu["hf"])
 
 
 # --------------------------------------------- section 2: DeepSpeed engine vs plain torch loop
@@ -151,10 +161,11 @@ def main(argv: list[str] | None = None) -> list[Result]:
     for shape in args.shapes.split(","):
         steps = args.base_steps if shape == "base" else args.steps
         results.append(bench_model_vs_hf(shape, steps))
-    print("\nshape  batch  zhbert tok/s  hf tok/s  zhbert s/step  hf s/step  speedup")
+    print("\nmedians; speedup = zhbert tok/s / hf tok/s (wall), cpu = hf / zhbert CPU s/step")
+    print("shape  batch  zhbert tok/s  hf tok/s  zhbert s/step  hf s/step  speedup  cpu speedup")
     for r in results:
         print(f"{r.shape:6s} {r.batch:5d} {r.zhbert_tok_s:12.0f} {r.hf_tok_s:9.0f} "
-              f"{r.zhbert_step_s:13.3f} {r.hf_step_s:10.3f}  {r.ratio:6.2f}x")
+              f"{r.zhbert_step_s:13.3f} {r.hf_step_s:10.3f}  {r.ratio:6.2f}x  {r.cpu_ratio:9.2f}x")
     return results
 
 

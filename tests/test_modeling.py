@@ -451,3 +451,16 @@ def test_model_yaml_configs(name):
     with torch.device("meta"):
         n = sum(p.numel() for p in BertForPreTraining(cfg).parameters())
     assert n > 0
+
+
+def test_bert_model_from_pretraining_checkpoint(hf_dir, recwarn):
+    hf = transformers.BertForPreTraining.from_pretrained(hf_dir).eval()
+    ours = BertModel.from_pretrained(hf_dir).eval()
+    assert ours.load_report.initialized == [] and ours.load_report.unexpected == []
+    assert not [w for w in recwarn if "unexpected" in str(w.message)]
+    bt = no_labels(batch(seed=6))
+    real = bt["attention_mask"].bool()
+    with torch.no_grad():
+        ref, out = hf.bert(**bt), ours(**bt)
+    assert_close(out.last_hidden_state[real], ref.last_hidden_state[real])
+    assert_close(out.pooler_output, ref.pooler_output)

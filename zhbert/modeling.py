@@ -38,7 +38,12 @@ Speed techniques (training step on CPU vs ``transformers.BertForPreTraining``, s
    the state-dict names do not change.
 4. ``torch.nn.functional.scaled_dot_product_attention`` with a boolean padding mask (the fused
    flash kernel on CPU and GPU), no mask at all when the batch has no padding.
-5. No framework overhead: no output-recording hooks, attention-interface dispatch or mask
+5. Last layer on needed rows only: the heads read [CLS] and (with labels) the masked tokens,
+   so the last layer uses every token as key/value but runs its attention-output projection
+   and feed-forward block only on those K ~ 0.15 N rows (exact: nothing else reaches the
+   loss). This removes ~60% of one layer: ~15% of the encoder at L=4, ~5% at L=12. The same
+   holds for BertForSequenceClassification (only the B [CLS] rows).
+6. No framework overhead: no output-recording hooks, attention-interface dispatch or mask
    materialisation per layer; the module tree is plain ``nn.Module``.
 
 Gradient checkpointing: ``model.gradient_checkpointing_enable()`` recomputes each layer in
@@ -59,7 +64,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from zhbert.errors import CheckpointError, ConfigError
+from zhbert.errors import ConfigError
 from zhbert.padding import Unpadded, pad, unpad, unpad_mask
 from zhbert.weights import LoadReport, load_into, load_state_dict, normalize_state_dict
 
@@ -335,14 +340,21 @@ class BertLayer(nn.Module):
         self.p = config.hidden_dropout_prob
         self.pre_layernorm = config.pre_layernorm
 
-    def forward(self, x: Tensor, layout: Unpadded) -> Tensor:
+    def forward(self, x: Tensor, layout: Unpadded, keep: Tensor | None = None) -> Tensor:
+        """x: (N, H). ``keep`` (K,): rows whose output is needed (all if None); every row
+        still serves as key/value, but only the K kept rows go through the attention-output
+        projection and feed-forward block. Returns (K, H)."""
         att, out, p, tr = self.attention, self.output, self.p, self.training
         if self.pre_layernorm:
             a = att.self(att.output.LayerNorm(x), layout)
+            if keep is not None:
+                a, x = a.index_select(0, keep), x.index_select(0, keep)  # (K, H)
             x = x + F.dropout(att.output.dense(a), p, tr)
             h = self.act(self.intermediate.dense(out.LayerNorm(x)))  # (N, I)
             return x + F.dropout(out.dense(h), p, tr)
         a = att.self(x, layout)
+        if keep is not None:
+            a, x = a.index_select(0, keep), x.index_select(0, keep)  # (K, H)
         x = att.output.LayerNorm(F.dropout(att.output.dense(a), p, tr) + x)
         h = self.act(self.intermediate.dense(x))  # (N, I)
         return out.LayerNorm(F.dropout(out.dense(h), p, tr) + x)
@@ -356,12 +368,15 @@ class BertEncoder(nn.Module):
             self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.gradient_checkpointing = False
 
-    def forward(self, x: Tensor, layout: Unpadded) -> Tensor:
-        for layer in self.layer:
+    def forward(self, x: Tensor, layout: Unpadded, keep: Tensor | None = None) -> Tensor:
+        """(N, H) -> (N, H), or (K, H) at rows ``keep`` when given (see BertLayer)."""
+        last = len(self.layer) - 1
+        for i, layer in enumerate(self.layer):
+            rows = keep if i == last else None
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(layer, x, layout, use_reentrant=False)
+                x = checkpoint(layer, x, layout, rows, use_reentrant=False)
             else:
-                x = layer(x, layout)
+                x = layer(x, layout, rows)
         if hasattr(self, "final_layer_norm"):
             x = self.final_layer_norm(x)
         return x
@@ -514,9 +529,9 @@ class BertModel(_BertBase):
         if type(self) is BertModel:
             self._init_weights()
 
-    def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-               token_type_ids: Tensor | None = None) -> tuple[Tensor, Unpadded]:
-        """(B, T) inputs -> hidden states of the real tokens (N, H) and their layout."""
+    def embed(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+              token_type_ids: Tensor | None = None) -> tuple[Tensor, Unpadded]:
+        """(B, T) inputs -> embeddings of the real tokens (N, H) and their layout."""
         bsz, seqlen = input_ids.shape
         if seqlen > self.config.max_position_embeddings:
             raise ValueError(f"sequence length {seqlen} > max_position_embeddings "
@@ -528,6 +543,12 @@ class BertModel(_BertBase):
         types = (torch.zeros_like(ids) if token_type_ids is None else token_type_ids[:, :t])
         pos = torch.arange(t, device=ids.device).expand(bsz, t)
         x = self.embeddings(unpad(ids, layout), unpad(pos, layout), unpad(types, layout))  # (N, H)
+        return x, layout
+
+    def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+               token_type_ids: Tensor | None = None) -> tuple[Tensor, Unpadded]:
+        """(B, T) inputs -> hidden states of the real tokens (N, H) and their layout."""
+        x, layout = self.embed(input_ids, attention_mask, token_type_ids)
         return self.encoder(x, layout), layout
 
     def pool(self, hidden: Tensor, layout: Unpadded) -> Tensor:
@@ -559,13 +580,25 @@ class BertForPreTraining(_BertBase):
         """input_ids, attention_mask, token_type_ids, labels: (B, T) long (labels -100 =
         not predicted); next_sentence_label: (B,) long, -100 = no NSP target."""
         seqlen = input_ids.shape[1]
-        hidden, layout = self.bert.encode(input_ids, attention_mask, token_type_ids)  # (N, H)
-        nsp_logits = self.cls.seq_relationship(self.bert.pool(hidden, layout))  # (B, 2)
+        x, layout = self.bert.embed(input_ids, attention_mask, token_type_ids)  # (N, H)
         losses = []
         mlm_loss = nsp_loss = mlm_correct = mlm_count = nsp_correct = nsp_count = None
-        if labels is not None:
+        if labels is None:
+            hidden = self.bert.encoder(x, layout)  # (N, H)
+            pooled = self.bert.pool(hidden, layout)
+            logits = pad(self.cls.predictions(hidden), layout, seqlen)  # (B, T, V)
+        else:
+            # Only masked tokens and [CLS] feed the heads: the last layer computes its
+            # feed-forward block for those K rows alone (keys/values still use all tokens).
             target = unpad(labels[:, :layout.seqlen], layout)  # (N,)
-            sel = (target != -100).nonzero().squeeze(1)        # (M,)
+            needed = target != -100
+            needed[layout.first_token] = True
+            keep = needed.nonzero().squeeze(1)  # (K,)
+            hidden = self.bert.encoder(x, layout, keep=keep)  # (K, H)
+            cls_rows = (torch.cumsum(needed, 0) - 1).index_select(0, layout.first_token)  # (B,)
+            pooled = self.bert.pooler(hidden.index_select(0, cls_rows))
+            target = target.index_select(0, keep)
+            sel = (target != -100).nonzero().squeeze(1)  # (M,) rows of `hidden`
             target = target.index_select(0, sel)
             logits = self.cls.predictions(hidden.index_select(0, sel))  # (M, V)
             mlm_loss = F.cross_entropy(logits, target) if sel.numel() else logits.sum() * 0.0
@@ -573,8 +606,7 @@ class BertForPreTraining(_BertBase):
             with torch.no_grad():
                 mlm_correct = (logits.argmax(-1) == target).sum()
                 mlm_count = torch.tensor(sel.numel(), device=logits.device)
-        else:
-            logits = pad(self.cls.predictions(hidden), layout, seqlen)  # (B, T, V)
+        nsp_logits = self.cls.seq_relationship(pooled)  # (B, 2)
         if next_sentence_label is not None:
             valid = next_sentence_label != -100
             nsp_count = valid.sum()
@@ -627,8 +659,10 @@ class BertForSequenceClassification(_BertBase):
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None,
                 labels: Tensor | None = None) -> SequenceClassifierOutput:
-        hidden, layout = self.bert.encode(input_ids, attention_mask, token_type_ids)
-        logits = self.classifier(self.dropout(self.bert.pool(hidden, layout)))  # (B, num_labels)
+        x, layout = self.bert.embed(input_ids, attention_mask, token_type_ids)
+        # Only [CLS] is classified: the last layer's feed-forward runs on B rows, not N.
+        cls_hidden = self.bert.encoder(x, layout, keep=layout.first_token)  # (B, H)
+        logits = self.classifier(self.dropout(self.bert.pooler(cls_hidden)))  # (B, num_labels)
         loss = None
         if labels is not None:
             if self.num_labels == 1:
@@ -641,5 +675,4 @@ class BertForSequenceClassification(_BertBase):
 __all__ = [
     "BertConfig", "BertModel", "BertForPreTraining", "BertForSequenceClassification",
     "BertPreTrainingOutput", "BertModelOutput", "SequenceClassifierOutput", "LoadReport",
-    "CheckpointError",
 ]
