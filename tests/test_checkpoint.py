@@ -205,3 +205,30 @@ def test_zero3_export_and_universal_checkpoint_world_size_change(data, tmp_path)
         loss = model(**sb.batch(pos.epoch, pos.batch_index)).loss.item()
     assert recs[3]["loss"] == pytest.approx(loss, rel=1e-5)
     assert recs[4]["loss"] < 20  # continues sensibly
+
+
+@pytest.mark.slow
+def test_init_from_hf_checkpoint_continues_from_its_weights(data, finished_run, tmp_path):
+    import torch
+
+    from zhbert.collator import PretrainingCollator
+    from zhbert.config import MaskingConfig
+    from zhbert.data import ShardedBatches
+    from zhbert.masking import VocabInfo
+    from zhbert.modeling import BertForPreTraining
+    from zhbert.prepare import load_prepared
+    from zhbert.tokenizer import ChineseTokenizer
+
+    hf = finished_run / "checkpoints" / "step_24" / "hf"
+    out = tmp_path / "phase2"
+    spawn_train(1, [overrides(data, out, f"model.init_from={hf}", "train.max_steps=2")])
+    tok = ChineseTokenizer.from_dir(data)
+    sb = ShardedBatches(load_prepared(data)["train"],
+                        PretrainingCollator(VocabInfo.from_tokenizer(tok), MaskingConfig(strategy="wwm"), 64),
+                        seed=42, rank=0, world_size=1, micro_batch_size=2)
+    model = BertForPreTraining.from_pretrained(hf).eval()
+    with torch.no_grad():
+        loss = model(**sb.batch(0, 0)).loss.item()
+    first = metrics(out)[0]
+    assert first["step"] == 1 and first["loss"] == pytest.approx(loss, rel=1e-5)
+    assert first["loss"] < metrics(finished_run)[0]["loss"] - 0.5  # starts from trained weights

@@ -72,6 +72,27 @@ def _close(a: list[float], b: list[float], rel: float) -> bool:
     return len(a) == len(b) and all(abs(x - y) <= rel * abs(y) for x, y in zip(a, b))
 
 
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+def _check_golden(name: str, losses: list[float], rel: float = 1e-4) -> None:
+    """Per-step losses of a fixed tiny run vs tests/golden/<name>.json (torchtitan style).
+
+    The golden file pins the whole upstream pipeline (vocab build, prepare, masking, model
+    init). After an intended change there, regenerate with ZHBERT_UPDATE_GOLDEN=1.
+    """
+    import os
+
+    path = GOLDEN / f"{name}.json"
+    if os.environ.get("ZHBERT_UPDATE_GOLDEN") == "1" or not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps({"losses": losses}, indent=1) + "\n")
+        return
+    golden = json.loads(path.read_text())["losses"]
+    assert _close(losses, golden, rel), (f"losses {losses} differ from {path} {golden}; if the change upstream "
+                                         "is intended, rerun with ZHBERT_UPDATE_GOLDEN=1")
+
+
 # ------------------------------------------------------------------------------ ds_config
 
 
@@ -171,6 +192,7 @@ def test_zero_stages_match_each_other_and_plain_torch(data, tmp_path):
         assert _close(losses[s], losses[0], 1e-5), (s, losses[s], losses[0])
         assert _close(losses[s], ref, 1e-5), (s, losses[s], ref)
     assert losses[0][-1] < losses[0][0]  # it learns
+    _check_golden("zero_2ranks_fp32", losses[0])
     lrs = [r["lr"] for r in metrics(runs[0])]
     assert lrs[0] == 0.0 and lrs[2] == pytest.approx(2e-3)  # warmup 2 steps, then peak lr
 
