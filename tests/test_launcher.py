@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import subprocess
 from pathlib import Path
 
@@ -28,3 +29,21 @@ def test_deepspeed_launcher_two_cpu_ranks(tmp_path):
     assert '"world_size": 2' in meta and '"complete": true' in meta
     assert list((out / "wandb").glob("offline-run-*"))  # rank 0 only: exactly one run
     assert len(list((out / "wandb").glob("offline-run-*"))) == 1
+
+
+@pytest.mark.slow
+def test_plain_python_default_config_prepares_data_and_trains(tmp_path):
+    """`python scripts/pretrain.py` (no launcher, default tiny config): env defaults are set,
+    the missing data dir is prepared first, training runs and checkpoints."""
+    vocab = REPO / "configs" / "vocab" / "sample_vocab.txt"
+    if not vocab.exists():
+        vocab = REPO / "tests" / "golden" / "sample_vocab.txt"
+    out, data = tmp_path / "run", tmp_path / "data"
+    r = subprocess.run([sys.executable, "scripts/pretrain.py", f"data.vocab={vocab}", f"data.dir={data}",
+                        f"train.output_dir={out}", "train.max_steps=2", "train.micro_batch_size=4",
+                        "wandb.mode=disabled"], cwd=REPO, env=cpu_env(), capture_output=True, text=True, timeout=400)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert (data / "zhbert_prepare.json").exists()
+    assert [x["step"] for x in metrics(out)] == [1, 2]
+    assert (out / "checkpoints" / "step_2" / "hf" / "model.safetensors").exists()
+    assert "done at step 2" in r.stdout
