@@ -200,14 +200,18 @@ def test_zero_stages_match_each_other_and_plain_torch(data, tmp_path):
 @pytest.mark.slow
 def test_accumulation_bf16_metrics_and_wandb(data, tmp_path):
     gas, big, bf16 = tmp_path / "gas2x2", tmp_path / "micro4", tmp_path / "bf16"
+    workers = tmp_path / "workers"
     spawn_train(1, [
         overrides(data, gas, "train.gradient_accumulation_steps=2"),
+        overrides(data, workers, "train.gradient_accumulation_steps=2", "train.dataloader_workers=2"),
         overrides(data, big, "train.micro_batch_size=4"),
         overrides(data, bf16, "deepspeed.precision=bf16", "wandb.mode=offline", "train.eval_every=2",
                   "wandb.tags=[test]"),
     ])
     # accumulation 2 x micro 2 is the plain loop with the same accumulation ...
     assert _close([r["loss"] for r in metrics(gas)], reference_losses(data, gas, world=1, gas=2, micro=2), 1e-5)
+    # DataLoader worker processes build the same batches in the same order
+    assert [r["loss"] for r in metrics(workers)] == [r["loss"] for r in metrics(gas)]
     # ... and reads the same instances per step as micro 4 (masks differ: drawn per micro-batch)
     assert [r["samples"] for r in metrics(gas)] == [r["samples"] for r in metrics(big)] == [4, 8, 12, 16]
     assert _close([r["loss"] for r in metrics(gas)][:2], [r["loss"] for r in metrics(big)][:2], 0.05)
