@@ -1,0 +1,450 @@
+"""jieba word segmentation, run once at preparation time and aligned to the char tokens.
+
+Chinese whole-word masking (Cui et al., Chinese-BERT-wwm) masks every character of a word
+together. The model still sees one token per character; only the choice of what to mask
+follows jieba's words::
+
+    原文      使用语言模型来预测下一个词的概率。
+    分词      使用 语言 模型 来 预测 下 一个 词 的 概率 。
+    全词Mask  使用 语言 [MASK] [MASK] 来 [MASK] [MASK] 下 一个 词 的 概率 。
+
+Segmenting here, when instances are built, and storing a word index per token means
+masking never has to decode ids back to text and re-run jieba (lossy and slow).
+
+Alignment rules (token offsets index the original text, see ``zhbert.tokenizer``):
+
+* each token belongs to the jieba word its first character is in; a CJK token is one
+  character, so it sits inside exactly one word;
+* a token is never split: if jieba puts a word boundary inside a token (e.g. inside a
+  Latin word or number), the words it touches are merged into the word where it starts;
+* a "##" continuation piece always joins the word of the piece before it ("iphone ##13");
+* [UNK] tokens have an offset span like any other token and are aligned the same way;
+* whitespace and dropped control characters have no token and are skipped;
+* word ids count from 0 within the sentence, in order, with no gaps.
+
+If jieba's words do not concatenate back to the text or the offsets are inconsistent, the
+sentence falls back to character-level groups (each token its own word, "##" pieces joined
+to their head) and ``AlignedSentence.aligned`` is False (counted by ``segment_sentences``).
+
+Entity / phrase spans (ERNIE-style masking) come from part-of-speech tags:
+
+* entities: single words tagged nr, nrt, nrfg (person), ns (place), nt (organisation),
+  nz (other proper noun);
+* phrases: runs of 2-4 consecutive words tagged as noun-phrase parts (a, an, b, n, ng, nz,
+  vn, and the entity tags) that end in a noun, found greedily left to right; a phrase
+  covering an entity takes its place.
+
+``entity_mode`` chooses where the tags come from:
+
+* ``"dict"`` (default, fast): one ordinary ``jieba`` cut, then each word's tag is looked up
+  in the tag table of jieba's dictionary (the one ``jieba.posseg`` uses, plus tags given in
+  the user dictionary). Words not in the dictionary that are 2+ CJK characters were found
+  by jieba's HMM as new words -- in practice mostly names -- and are tagged "nz" (proper
+  noun) so they can become entities; numbers get "m", Latin words "eng", anything else "".
+  This costs one dict lookup per word on top of the cut.
+* ``"posseg"``: the full ``jieba.posseg`` cut (HMM-based POS tagging of unknown words);
+  more accurate tags, several times slower.
+* ``"none"``: no tags, no spans (all entity ids -1).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from itertools import chain, repeat
+from operator import itemgetter
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+from zhbert.errors import ConfigError, DataError
+from zhbert.tokenizer import CJK_CLASS, ChineseTokenizer
+
+ENTITY_TAGS = frozenset({"nr", "nrt", "nrfg", "ns", "nt", "nz"})
+NOUN_TAGS = frozenset({"n", "ng", "nz", "vn", "nr", "nrt", "nrfg", "ns", "nt"})
+PHRASE_TAGS = NOUN_TAGS | {"a", "an", "b"}
+MAX_PHRASE_WORDS = 4
+ENTITY_MODES = ("dict", "posseg", "none")
+
+# Tag classes for span finding: E entity (a noun too), N other noun, A modifier, x other.
+_TAG_CODE = {t: "E" for t in ENTITY_TAGS} | {t: "N" for t in NOUN_TAGS - ENTITY_TAGS} | {
+    t: "A" for t in PHRASE_TAGS - NOUN_TAGS
+}
+_RUN_RE = re.compile(r"[ENA]{2,}|E")  # runs that may hold a span (lone N/A words cannot)
+
+
+def _codes(tags: Sequence[str]) -> str:
+    get = _TAG_CODE.get
+    return "".join([get(t, "x") for t in tags])
+
+_CJK_WORD_RE = re.compile(f"[{CJK_CLASS}]{{2,}}")
+_NUM_RE = re.compile(r"^[0-9.%]+$")
+_ENG_RE = re.compile(r"^[A-Za-z0-9+#&._%\-]+$")
+
+# One jieba.Tokenizer per (process, user dictionary): the prefix dict takes ~1 s to load.
+_JIEBA_CACHE: dict[Optional[str], object] = {}
+_POSSEG_CACHE: dict[Optional[str], object] = {}
+_TAGS_CACHE: dict[Optional[str], dict[str, str]] = {}
+_CODES_CACHE: dict[Optional[str], dict[str, str]] = {}
+
+
+def _jieba_tokenizer(user_dict: Optional[str]):
+    import jieba
+
+    if user_dict not in _JIEBA_CACHE:
+        if user_dict is not None and not Path(user_dict).is_file():
+            raise DataError(f"{user_dict}: jieba user dictionary not found")
+        jieba.setLogLevel(logging.WARNING)  # silence "Building prefix dict ..." chatter
+        tok = jieba.Tokenizer()
+        tok.initialize()
+        if user_dict is not None:
+            path = Path(user_dict)
+            try:
+                tok.load_userdict(str(path))
+            except (ValueError, UnicodeDecodeError) as e:
+                raise DataError(f"{path}: invalid jieba user dictionary: {e}") from None
+        _JIEBA_CACHE[user_dict] = tok
+    return _JIEBA_CACHE[user_dict]
+
+
+def _tag_table(user_dict: Optional[str]) -> dict[str, str]:
+    """word -> POS tag from jieba's dictionary (+ the user dictionary's tags), loaded once."""
+    if user_dict not in _TAGS_CACHE:
+        import jieba.posseg  # loads the default dictionary's tag table on import
+
+        tok = _jieba_tokenizer(user_dict)
+        table = jieba.posseg.dt.word_tag_tab
+        user_tags = getattr(tok, "user_word_tag_tab", None)
+        if user_tags:
+            table = {**table, **user_tags}
+        _TAGS_CACHE[user_dict] = table
+    return _TAGS_CACHE[user_dict]
+
+
+def _code_table(user_dict: Optional[str]) -> dict[str, str]:
+    """word -> span-class code (E/N/A/x) for every word of the tag table, built once."""
+    if user_dict not in _CODES_CACHE:
+        get = _TAG_CODE.get
+        _CODES_CACHE[user_dict] = {w: get(t, "x") for w, t in _tag_table(user_dict).items()}
+    return _CODES_CACHE[user_dict]
+
+
+def _posseg_tokenizer(user_dict: Optional[str]):
+    if user_dict not in _POSSEG_CACHE:
+        import jieba.posseg
+
+        _POSSEG_CACHE[user_dict] = jieba.posseg.POSTokenizer(_jieba_tokenizer(user_dict))
+    return _POSSEG_CACHE[user_dict]
+
+
+class Segmenter:
+    """jieba word segmentation (accurate mode) with POS tags for entity/phrase spans.
+
+    hmm: let jieba's HMM join unknown characters into new words (jieba's default).
+    user_dict: path of a jieba user dictionary ("word [freq] [tag]" per line).
+    entity_mode: "dict" | "posseg" | "none" (see module docstring).
+    """
+
+    def __init__(self, hmm: bool = True, user_dict: Union[str, Path, None] = None, entity_mode: str = "dict"):
+        if entity_mode not in ENTITY_MODES:
+            raise ConfigError(f"entity_mode={entity_mode!r}: must be one of {', '.join(ENTITY_MODES)}")
+        self.hmm = bool(hmm)
+        self.user_dict = None if user_dict is None else str(user_dict)
+        self.entity_mode = entity_mode
+        self.align_failures = 0  # sentences that fell back to character-level groups
+        self._jieba = _jieba_tokenizer(self.user_dict)
+        self._tags = _tag_table(self.user_dict) if entity_mode == "dict" else None
+        self._posseg = _posseg_tokenizer(self.user_dict) if entity_mode == "posseg" else None
+        self._codes = dict(_code_table(self.user_dict)) if entity_mode == "dict" else None
+        self._codes_limit = len(self._codes) + 200_000 if self._codes is not None else 0
+
+    def cut(self, text: str) -> list[tuple[str, str]]:
+        """(word, tag) pairs in order; the words concatenate back to `text`."""
+        if self._posseg is not None:
+            return [(p.word, p.flag) for p in self._posseg.lcut(text, HMM=self.hmm)]
+        words = self._jieba.lcut(text, HMM=self.hmm)
+        if self._tags is None:
+            return [(w, "") for w in words]
+        get = self._tags.get
+        return [(w, get(w) or _guess_tag(w)) for w in words]
+
+    def cut_codes(self, text: str) -> tuple[list[str], str]:
+        """Words and one span-class code per word (see ``_TAG_CODE``): the fast path.
+
+        In "dict" mode this is one jieba cut plus one dict lookup per word: the code table
+        (word -> E/N/A/x, from jieba's tag table) is built once per process and remembers
+        the codes of words it had to guess.
+        """
+        if self._posseg is not None:
+            pairs = self._posseg.lcut(text, HMM=self.hmm)
+            return [p.word for p in pairs], _codes([p.flag for p in pairs])
+        words = self._jieba.lcut(text, HMM=self.hmm)
+        if self._codes is None:
+            return words, ""
+        codes = list(map(self._codes.get, words))
+        if None in codes:
+            for i, w in enumerate(words):
+                if codes[i] is None:
+                    codes[i] = _TAG_CODE.get(_guess_tag(w), "x")
+                    if len(self._codes) < self._codes_limit:
+                        self._codes[w] = codes[i]
+        return words, "".join(codes)
+
+    def __repr__(self) -> str:
+        return f"Segmenter(hmm={self.hmm}, user_dict={self.user_dict!r}, entity_mode={self.entity_mode!r})"
+
+
+def _guess_tag(word: str) -> str:
+    """Tag of a word missing from jieba's dictionary (entity_mode="dict")."""
+    if _CJK_WORD_RE.fullmatch(word):
+        return "nz"  # an HMM-found new word: usually a name
+    if _NUM_RE.match(word):
+        return "m"
+    if _ENG_RE.match(word):
+        return "eng"
+    return ""
+
+
+def word_spans(tags: Sequence[str]) -> list[tuple[int, int]]:
+    """Entity/phrase spans as [start, end) word-index ranges, in order, non-overlapping.
+
+    Greedy left to right over runs of noun-phrase tags: take up to 4 words, drop trailing
+    non-nouns; 2+ words left make a phrase, otherwise a lone entity word is a span.
+
+    >>> word_spans(["ns", "n", "n", "p", "nr"])   # 中国 人民 银行 在 张三
+    [(0, 3), (4, 5)]
+    """
+    return _spans_from_codes(_codes(tags))
+
+
+def _spans_from_codes(codes: str) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    for m in _RUN_RE.finditer(codes):
+        i, end = m.span()
+        if end - i == 1 or (end - i <= MAX_PHRASE_WORDS and codes[end - 1] != "A"):
+            spans.append((i, end))  # a lone entity, or a whole run that is one phrase
+            continue
+        while i < end:
+            j = min(end, i + MAX_PHRASE_WORDS)
+            while j > i and codes[j - 1] == "A":  # a phrase ends in a noun
+                j -= 1
+            if j - i >= 2:
+                spans.append((i, j))
+                i = j
+                continue
+            if codes[i] == "E":
+                spans.append((i, i + 1))
+            i += 1
+    return spans
+
+
+@dataclass
+class AlignedSentence:
+    """One sentence's tokens with their whole-word and entity/phrase groups.
+
+    ids: token ids (no [CLS]/[SEP]); word_ids: per token, index of its whole word (0, 1, ...
+    within the sentence, non-decreasing); entity_ids: per token, index of its entity/phrase
+    span (0, 1, ...) or -1; aligned: False when the character-level fallback was used.
+    """
+
+    ids: list[int]
+    word_ids: list[int]
+    entity_ids: list[int]
+    aligned: bool = True
+
+    @property
+    def num_words(self) -> int:
+        return self.word_ids[-1] + 1 if self.word_ids else 0
+
+
+def _continuation_flags(tokenizer_or_fn) -> Callable[[int], bool]:
+    if isinstance(tokenizer_or_fn, ChineseTokenizer):
+        flags = tokenizer_or_fn.continuation_flags()
+        return flags.__getitem__
+    return tokenizer_or_fn
+
+
+def _fallback(ids: list[int], is_cont: Callable[[int], bool]) -> AlignedSentence:
+    word_ids, w = [], -1
+    for k, tid in enumerate(ids):
+        if not (k > 0 and is_cont(tid)):
+            w += 1
+        word_ids.append(w)
+    return AlignedSentence(list(ids), word_ids, [-1] * len(ids), aligned=False)
+
+
+def align(
+    text: str,
+    ids: Sequence[int],
+    offsets: Sequence[tuple[int, int]],
+    words_with_tags: Sequence[tuple[str, str]],
+    is_subword: Union[ChineseTokenizer, Callable[[int], bool]],
+) -> AlignedSentence:
+    """Give each token the index of its jieba word and entity/phrase span (rules above).
+
+    is_subword: the tokenizer, or a function id -> True for "##" continuation pieces.
+    """
+    words = [w for w, _ in words_with_tags]
+    codes = _codes([t for _, t in words_with_tags])
+    starts = [s for s, _ in offsets]
+    ends = [e for _, e in offsets]
+    return _align(text, list(ids), starts, ends, words, codes, _continuation_flags(is_subword))
+
+
+def _align(text, ids, starts, ends, words, codes, is_cont) -> AlignedSentence:
+    # Character -> jieba word index. jieba keeps every character (whitespace included).
+    char_word = list(chain.from_iterable(map(repeat, range(len(words)), map(len, words))))
+    if len(char_word) != len(text) or "".join(words) != text:
+        return _fallback(ids, is_cont)
+    if not ids:
+        return AlignedSentence([], [], [], True)
+    lengths = list(map(int.__sub__, ends, starts))
+    try:
+        jw = list(itemgetter(*starts)(char_word)) if len(ids) > 1 else [char_word[starts[0]]]
+        jw_last = jw if max(lengths) == 1 else [char_word[e - 1] for e in ends]
+    except (IndexError, TypeError):
+        return _fallback(ids, is_cont)
+    fast = min(lengths) > 0 and jw == jw_last and jw == sorted(jw)
+    if fast and any(map(is_cont, ids)):
+        fast = all(k > 0 and jw[k] == jw[k - 1] for k, c in enumerate(map(is_cont, ids)) if c)
+    if fast:
+        # Common case (Chinese text, whole Latin words): no token crosses a jieba boundary
+        # and every "##" piece is in its head's jieba word, so the word ids are the dense
+        # rank of the jieba word index.
+        rank = {j: i for i, j in enumerate(dict.fromkeys(jw))}
+        word_ids = list(map(rank.__getitem__, jw))
+        first_jieba = list(rank)
+    else:
+        merged = _align_merging(ids, starts, ends, char_word, is_cont, len(text))
+        if merged is None:
+            return _fallback(ids, is_cont)
+        word_ids, first_jieba = merged
+
+    spans = _spans_from_codes(codes) if codes else []
+    if not spans:
+        return AlignedSentence(ids, word_ids, [-1] * len(ids), True)
+    span_of_jieba = [-1] * len(words)
+    for si, (a, b) in enumerate(spans):
+        span_of_jieba[a:b] = repeat(si, b - a)
+    return AlignedSentence(ids, word_ids, _entity_ids(span_of_jieba, first_jieba, word_ids), True)
+
+
+def _align_merging(ids, starts, ends, char_word, is_cont, n_text):
+    """Token-by-token alignment that merges jieba words a token or "##" piece straddles.
+
+    Returns (word_ids, first jieba word of each output word), or None when the offsets
+    are inconsistent (overlapping, empty, out of range).
+    """
+    remap: dict[int, int] = {}  # jieba word -> output word id (merged words share one)
+    word_ids: list[int] = []
+    first_jieba: list[int] = []
+    prev_end = 0
+    for k, tid in enumerate(ids):
+        s, e = starts[k], ends[k]
+        if not (prev_end <= s < e <= n_text):
+            return None
+        prev_end = e
+        jw = char_word[s]
+        if k > 0 and is_cont(tid):
+            wid = word_ids[-1]  # "##" piece: the word of its head, whatever jieba says
+        else:
+            wid = remap.get(jw)
+            if wid is None:
+                wid = len(first_jieba)
+                first_jieba.append(jw)
+        remap[jw] = wid
+        for other in range(jw + 1, char_word[e - 1] + 1):  # boundary inside the token: merge
+            remap[other] = wid
+        word_ids.append(wid)
+    return word_ids, first_jieba
+
+
+def segment_sentences(
+    texts: Sequence[str], tokenizer: ChineseTokenizer, segmenter: Segmenter
+) -> list[AlignedSentence]:
+    """Tokenize (one Rust batch call for the non-Chinese runs) and segment (one jieba cut
+    each) many sentences; same result as ``align`` on each, computed faster.
+
+    Sentences that needed the character-level fallback are added to
+    ``segmenter.align_failures``.
+    """
+    plans, encoded = tokenizer._plan_batch(texts)
+    fast = tokenizer._fast
+    is_cont = tokenizer.continuation_flags().__getitem__
+    out = []
+    for text, plan in zip(texts, plans):
+        words, codes = segmenter.cut_codes(text)
+        sent = _segment_planned(text, plan, encoded, fast, tokenizer.unk_id, is_cont, words, codes)
+        if not sent.aligned:
+            segmenter.align_failures += 1
+        out.append(sent)
+    return out
+
+
+def _segment_planned(text, plan, encoded, fast, unk_id, is_cont, words, codes) -> AlignedSentence:
+    """`_align` working on the tokenizer's plan: a run of CJK/punctuation characters has one
+    token per character, so its jieba word indices are a slice of the char -> word table."""
+    char_word = list(chain.from_iterable(map(repeat, range(len(words)), map(len, words))))
+    ids: list[int] = []
+    jw: list[int] = []
+    simple = len(char_word) == len(text) and "".join(words) == text
+    get, unk = fast.get, repeat(unk_id)
+    for start, part, slow in plan:
+        if not slow:
+            ids.extend(map(get, part, unk))
+            if simple:
+                jw.extend(char_word[start : start + len(part)])
+            continue
+        run_ids, run_offsets = encoded[part]
+        ids.extend(run_ids)
+        if not simple:
+            continue
+        for (a, b), tid in zip(run_offsets, run_ids):
+            j = char_word[start + a]
+            # A token crossing a jieba boundary, or a "##" piece outside its head's word,
+            # needs the merging alignment.
+            if b <= a or char_word[start + b - 1] != j or (jw and is_cont(tid) and jw[-1] != j):
+                simple = False
+                break
+            jw.append(j)
+    if not simple:
+        starts, ends = [], []
+        for start, part, slow in plan:
+            if not slow:
+                starts.extend(range(start, start + len(part)))
+                ends.extend(range(start + 1, start + len(part) + 1))
+            else:
+                for a, b in encoded[part][1]:
+                    starts.append(start + a)
+                    ends.append(start + b)
+        return _align(text, ids, starts, ends, words, codes, is_cont)
+    if not ids:
+        return AlignedSentence([], [], [], True)
+
+    n_words = len(words)
+    if jw[-1] - jw[0] + 1 == n_words and len(dict.fromkeys(jw)) == n_words:
+        word_ids, first_jieba = jw, None  # every jieba word has a token: ids are the indices
+    else:
+        rank = {j: i for i, j in enumerate(dict.fromkeys(jw))}
+        word_ids = list(map(rank.__getitem__, jw))
+        first_jieba = list(rank)
+    spans = _spans_from_codes(codes) if codes else []
+    if not spans:
+        return AlignedSentence(ids, word_ids, [-1] * len(ids), True)
+    span_of_jieba = [-1] * n_words
+    for si, (a, b) in enumerate(spans):
+        span_of_jieba[a:b] = repeat(si, b - a)
+    if first_jieba is None:
+        return AlignedSentence(ids, word_ids, list(map(span_of_jieba.__getitem__, jw)), True)
+    return AlignedSentence(ids, word_ids, _entity_ids(span_of_jieba, first_jieba, word_ids), True)
+
+
+def _entity_ids(span_of_jieba, first_jieba, word_ids) -> list[int]:
+    # An output word is in the span of the jieba word it starts in; renumber spans 0, 1, ...
+    word_span = list(map(span_of_jieba.__getitem__, first_jieba))
+    used = [si for si in dict.fromkeys(word_span) if si >= 0]
+    if used != list(range(len(used))):
+        renum = {si: i for i, si in enumerate(used)}
+        renum[-1] = -1
+        word_span = [renum[si] for si in word_span]
+    return list(map(word_span.__getitem__, word_ids))
