@@ -265,3 +265,16 @@ def test_incompatible_vocab_exits_2_naming_both(data, tmp_path):
     assert r.returncode == 2, r.stderr
     assert "incompatible vocabularies" in r.stderr and str(ck / "vocab.txt") in r.stderr
     assert str(data / "vocab.txt") in r.stderr and "Traceback" not in r.stderr
+
+
+def test_mfu_flops_count_the_non_embedding_parameters():
+    from zhbert.modeling import BertConfig, BertForPreTraining
+    from zhbert.trainer import model_flops_per_token
+
+    config = BertConfig(vocab_size=500, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
+                        intermediate_size=96)
+    model = BertForPreTraining(config)
+    n = sum(p.numel() for name, p in model.named_parameters()
+            if name.startswith(("bert.encoder.", "bert.pooler.")))
+    assert model_flops_per_token(config, 0) == 6 * n
+    assert model_flops_per_token(config, 128) - model_flops_per_token(config, 0) == 12 * 3 * 64 * 128

@@ -211,20 +211,28 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 # ------------------------------------------------------------------------------ data
 
 
-def ensure_data(cfg: PretrainConfig, rank: int) -> None:
-    """Prepare ``data.dir`` on rank 0 when it is missing (``train.prepare_if_missing``)."""
+def ensure_data(cfg: PretrainConfig, rank: int, poll_s: float = 2.0) -> None:
+    """Prepare ``data.dir`` on rank 0 when it is missing or unfinished (``train.prepare_if_missing``).
+
+    The other ranks wait by polling the completion marker rather than in a collective, so a
+    long ``prepare`` cannot hit the process group's timeout; a barrier follows.
+    """
     from zhbert.checkpoint import _barrier
+    from zhbert.prepare import is_complete
 
     d = Path(cfg.data.dir)
-    if not d.exists() and rank == 0:
-        if not cfg.train.prepare_if_missing:
-            raise DataError(f"data.dir {d} does not exist; run `zhbert prepare` (or set train.prepare_if_missing)")
-        if not cfg.data.input:
-            raise DataError(f"data.dir {d} does not exist and data.input is empty: nothing to prepare from")
-        from zhbert.prepare import prepare
+    if not is_complete(d) and cfg.train.prepare_if_missing:
+        if rank == 0:
+            if not cfg.data.input:
+                raise DataError(f"data.dir {d} is not a finished `zhbert prepare` output and data.input is empty: "
+                                "nothing to prepare from")
+            from zhbert.prepare import prepare
 
-        print(f"[zhbert] preparing {d} from {', '.join(cfg.data.input)}", flush=True)
-        prepare(cfg.data)
+            print(f"[zhbert] preparing {d} from {', '.join(cfg.data.input)}", flush=True)
+            prepare(cfg.data)
+        else:
+            while not is_complete(d):
+                time.sleep(poll_s)
     _barrier()
 
 
@@ -405,6 +413,10 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
                                         int(meta.get("global_micro_batch", train_batches.global_micro)),
                                         train_batches.global_micro)
             ckpt_mod.load_rng(resume_dir, rank)
+            changed = _changed_keys(meta.get("config", {}), to_dict(cfg))
+            if changed and rank == 0:
+                warnings.warn(f"resuming {resume_dir} with a different {', '.join(changed)}: the data order, masks "
+                              "or batch size differ from the original run", stacklevel=2)
             if rank == 0:
                 print(f"[zhbert] resumed from {resume_dir} at step {step}, data position "
                       f"epoch {position.epoch} batch {position.batch_index}", flush=True)
@@ -493,6 +505,12 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
     finally:
         if owns_pg and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _changed_keys(old: dict, new: dict) -> list[str]:
+    keys = [("train", "seed"), ("train", "micro_batch_size"), ("train", "gradient_accumulation_steps"),
+            ("data", "dir"), ("data", "max_seq_length"), ("masking", "strategy"), ("masking", "mask_prob")]
+    return [f"{a}.{b}" for a, b in keys if a in old and old[a].get(b) != new[a].get(b)]
 
 
 def evaluate(engine, batches, max_batches: int, device, world: int) -> dict[str, float]:
