@@ -224,7 +224,15 @@ def test_init_from_hf_checkpoint_continues_from_its_weights(data, finished_run, 
 
     hf = finished_run / "checkpoints" / "step_24" / "hf"
     out = tmp_path / "phase2"
-    spawn_train(1, [overrides(data, out, f"model.init_from={hf}", "train.max_steps=2")])
+    again = tmp_path / "again"  # train.resume=never in a used output_dir
+    shutil.copytree(finished_run, again, ignore=shutil.ignore_patterns("wandb"))
+    spawn_train(1, [overrides(data, out, f"model.init_from={hf}", "train.max_steps=2"),
+                    overrides(data, again, "train.resume=never", "train.max_steps=2", "train.keep_last=2")])
+    assert [r["step"] for r in metrics(again)] == [1, 2]
+    assert sorted(p.name for p in (again / "checkpoints").iterdir()) == ["step_2"]
+    (prev,) = again.glob("checkpoints.prev-*")
+    assert sorted(p.name for p in prev.iterdir()) == ["step_20", "step_24"]  # kept, not pruned
+    assert len(list(again.glob("metrics.prev-*.jsonl"))) == 1
     tok = ChineseTokenizer.from_dir(data)
     sb = ShardedBatches(load_prepared(data)["train"],
                         PretrainingCollator(VocabInfo.from_tokenizer(tok), MaskingConfig(strategy="wwm"), 64),

@@ -368,6 +368,8 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
         resume_dir = ckpt_mod.resolve_resume(t.resume, out)
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
+            if t.resume == "never":
+                _move_previous_run_aside(out)
             (out / "ds_config.json").write_text(json.dumps(ds_cfg, indent=2) + "\n", encoding="utf-8")
             save_config(cfg, out / "config.yaml")
         ckpt_mod._barrier()
@@ -432,7 +434,10 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
             while step < t.max_steps:
                 # sums over this rank's micro-batches: loss, mlm, nsp, mlm_correct, mlm_count,
                 # nsp_correct, nsp_count, real tokens, samples, padded tokens
-                acc = torch.zeros(10, dtype=torch.float64)
+                # this rank's sums over its micro-batches, kept on the device (one sync per step):
+                # loss, mlm, nsp, mlm_correct, mlm_count, nsp_correct, nsp_count, real tokens,
+                # samples, padded tokens
+                acc = torch.zeros(10, dtype=torch.float64, device=device)
                 grad_norm = None
                 lr = float(engine.get_lr()[0])  # the lr this optimizer step applies
                 for _ in range(t.gradient_accumulation_steps):
@@ -442,19 +447,20 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
                     engine.backward(res.loss)
                     if engine.is_gradient_accumulation_boundary() and cfg.deepspeed.zero_stage == 0 \
                             and cfg.deepspeed.precision == "fp32":
-                        grad_norm = _grad_norm_fp32(engine.module)
+                        grad_norm = _grad_norm_fp32(engine.module)  # DeepSpeed does not report it here
                     engine.step()
-                    acc += torch.tensor([float(res.loss.detach()), float(res.mlm_loss.detach()), float(res.nsp_loss.detach()),
-                                         float(res.mlm_correct), float(res.mlm_count), float(res.nsp_correct),
-                                         float(res.nsp_count), float(batch["attention_mask"].sum()),
-                                         batch["input_ids"].shape[0], batch["input_ids"].numel()],
-                                        dtype=torch.float64)
+                    ids = batch["input_ids"]
+                    acc += torch.stack([res.loss.detach().double(), res.mlm_loss.detach().double(),
+                                        res.nsp_loss.detach().double(), res.mlm_correct.double(),
+                                        res.mlm_count.double(), res.nsp_correct.double(), res.nsp_count.double(),
+                                        batch["attention_mask"].sum().double(),
+                                        torch.tensor(float(ids.shape[0]), dtype=torch.float64, device=device),
+                                        torch.tensor(float(ids.numel()), dtype=torch.float64, device=device)])
                 position = train_batches.position(train_batches.linear(pos) + 1)
                 step += 1
                 if world > 1:
-                    acc_dev = acc.to(device)
-                    dist.all_reduce(acc_dev)
-                    acc = acc_dev.cpu()
+                    dist.all_reduce(acc)
+                acc = acc.cpu()
                 if grad_norm is None:
                     g = engine.get_global_grad_norm()
                     grad_norm = float(g) if g is not None else None
@@ -463,7 +469,7 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
                 tokens_seen += int(acc[7])
                 window_tokens += int(acc[7])
                 window_samples += int(acc[8])
-                window_flops += model_flops_per_token(model_config, float(acc[9] / max(1.0, acc[8]))) * float(acc[9])
+                window_flops += model_flops_per_token(model_config, float(acc[9] / max(1.0, acc[8]))) * float(acc[7])
                 rec = {"step": step, "loss": float(acc[0]) / n_micro, "mlm_loss": float(acc[1]) / n_micro,
                        "nsp_loss": float(acc[2]) / n_micro,
                        "mlm_acc": float(acc[3] / acc[4]) if acc[4] > 0 else None,
@@ -505,6 +511,19 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
     finally:
         if owns_pg and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _move_previous_run_aside(out: Path) -> None:
+    """``train.resume=never`` in a used output_dir: keep the old checkpoints and metrics under
+    ``*.prev-<time>`` so they are neither resumed from nor pruned by the new run."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    ck, met = out / "checkpoints", out / "metrics.jsonl"
+    if ck.is_dir() and any(ck.iterdir()):
+        os.replace(ck, out / f"checkpoints.prev-{stamp}")
+        print(f"[zhbert] train.resume=never: earlier checkpoints moved to {out / f'checkpoints.prev-{stamp}'}",
+              flush=True)
+    if met.exists():
+        os.replace(met, out / f"metrics.prev-{stamp}.jsonl")
 
 
 def _changed_keys(old: dict, new: dict) -> list[str]:
