@@ -161,8 +161,8 @@ def _assert_same_weights(a: Path, b: Path, atol: float = 0.0) -> None:
 
 @pytest.mark.slow
 def test_zero3_export_and_universal_checkpoint_world_size_change(data, tmp_path):
-    """2 ranks: ZeRO-3 (HF export via gathered params == zero_to_fp32 consolidation) and ZeRO-2
-    saved at step 3 -> universal checkpoint -> resumed on 1 rank."""
+    """2 ranks: ZeRO-3 (HF export via gathered params == zero_to_fp32 consolidation); ZeRO-1 and
+    ZeRO-2 saved at step 3 -> universal checkpoint -> resumed on 1 rank."""
     import torch
 
     from zhbert import checkpoint as ck
@@ -174,9 +174,11 @@ def test_zero3_export_and_universal_checkpoint_world_size_change(data, tmp_path)
     from zhbert.prepare import load_prepared
     from zhbert.tokenizer import ChineseTokenizer
 
-    z3, z2 = tmp_path / "zero3", tmp_path / "zero2"
+    z3 = tmp_path / "zero3"
+    zs = {stage: tmp_path / f"zero{stage}" for stage in (1, 2)}
     spawn_train(2, [overrides(data, z3, "deepspeed.zero_stage=3", "train.max_steps=2"),
-                    overrides(data, z2, "deepspeed.zero_stage=2", "train.max_steps=3")])
+                    *[overrides(data, out, f"deepspeed.zero_stage={stage}", "train.max_steps=3")
+                      for stage, out in zs.items()]])
     step = z3 / "checkpoints" / "step_2"
     assert ck.check_complete(step) is None
     assert list((step / "ds" / "global_step2").glob("zero_pp_rank_1_*"))  # sharded state
@@ -185,29 +187,36 @@ def test_zero3_export_and_universal_checkpoint_world_size_change(data, tmp_path)
     shutil.rmtree(bare / "hf")
     _assert_same_weights(step / "hf", ck.export(bare, tmp_path / "z3export"))
 
-    # universal checkpoint: convert, then resume with 1 rank
-    saved = z2 / "checkpoints" / "step_3"
-    uni = ck.to_universal(saved)
-    assert uni.is_dir() and ck.read_meta(saved)["ds_universal_tag"] == uni.name
-    resume = overrides(data, z2, "deepspeed.zero_stage=2", "train.max_steps=5", f"train.resume={saved}",
-                       "train.resume_universal=true")
-    spawn_train(1, [resume])
-    recs = metrics(z2)
-    assert [r["step"] for r in recs] == [1, 2, 3, 4, 5]
-    assert recs[3]["samples"] == recs[2]["samples"] + 2  # 1 rank x micro 2 from here on
-    # the step-4 loss (before its update) is the saved weights' loss on that batch: weights loaded exactly
-    meta = ck.read_meta(z2 / "checkpoints" / "step_5")  # its data position is 2 batches past step 4's
+    # universal checkpoint: convert, then resume with 1 rank (same ZeRO stage)
+    jobs = []
+    for stage, out in zs.items():
+        saved = out / "checkpoints" / "step_3"
+        uni = ck.to_universal(saved)
+        assert uni.is_dir() and ck.read_meta(saved)["ds_universal_tag"] == uni.name
+        jobs.append(overrides(data, out, f"deepspeed.zero_stage={stage}", "train.max_steps=5",
+                              f"train.resume={saved}", "train.resume_universal=true"))
+    spawn_train(1, jobs)
     tok = ChineseTokenizer.from_dir(data)
     sb = ShardedBatches(load_prepared(data)["train"],
                         PretrainingCollator(VocabInfo.from_tokenizer(tok), MaskingConfig(strategy="wwm"), 64),
                         seed=42, rank=0, world_size=1, micro_batch_size=2)
-    pos = sb.position(sb.linear(type(sb.position(0)).from_dict(meta["data_position"])) - 2)
-    assert (pos.epoch, pos.batch_index) == (0, 3 * 4 // 2)  # 3 steps x 4 instances, rescaled to G=2
-    model = BertForPreTraining.from_pretrained(saved / "hf").eval()
-    with torch.no_grad():
-        loss = model(**sb.batch(pos.epoch, pos.batch_index)).loss.item()
-    assert recs[3]["loss"] == pytest.approx(loss, rel=1e-5)
-    assert recs[4]["loss"] < 20  # continues sensibly
+    for stage, out in zs.items():
+        recs = metrics(out)
+        assert [r["step"] for r in recs] == [1, 2, 3, 4, 5]
+        assert recs[3]["samples"] == recs[2]["samples"] + 2  # 1 rank x micro 2 from here on
+        # the step-4 loss (before its update) is the saved weights' loss on that batch: weights loaded exactly
+        meta = ck.read_meta(out / "checkpoints" / "step_5")  # its data position is 2 batches past step 4's
+        pos = sb.position(sb.linear(type(sb.position(0)).from_dict(meta["data_position"])) - 2)
+        assert (pos.epoch, pos.batch_index) == (0, 3 * 4 // 2)  # 3 steps x 4 instances, rescaled to G=2
+        model = BertForPreTraining.from_pretrained(out / "checkpoints" / "step_3" / "hf").eval()
+        with torch.no_grad():
+            loss = model(**sb.batch(pos.epoch, pos.batch_index)).loss.item()
+        assert recs[3]["loss"] == pytest.approx(loss, rel=1e-5), stage
+        assert recs[4]["loss"] < recs[0]["loss"] + 0.5  # continues sensibly
+    # without the conversion flag a different world size is refused with instructions
+    with pytest.raises(Exception, match="was saved by 2 ranks, this run has 1"):
+        spawn_train(1, [overrides(data, tmp_path / "zero1", "deepspeed.zero_stage=1", "train.max_steps=6",
+                                  f"train.resume={zs[1] / 'checkpoints' / 'step_3'}")])
 
 
 @pytest.mark.slow
@@ -243,3 +252,23 @@ def test_init_from_hf_checkpoint_continues_from_its_weights(data, finished_run, 
     first = metrics(out)[0]
     assert first["step"] == 1 and first["loss"] == pytest.approx(loss, rel=1e-5)
     assert first["loss"] < metrics(finished_run)[0]["loss"] - 0.5  # starts from trained weights
+
+
+def test_plot_writes_pngs(finished_run, tmp_path):
+    from zhbert.cli import main
+
+    assert main(["plot", str(finished_run), "--out", str(tmp_path / "plots")]) == 0
+    pngs = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
+    assert pngs == ["accuracy.png", "loss.png", "lr.png"]
+    for p in (tmp_path / "plots").glob("*.png"):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+    assert main(["plot", str(tmp_path / "empty")]) == 2  # no metrics.jsonl: clear error
+
+
+def test_truncate_metrics_drops_later_and_cut_lines(tmp_path):
+    from zhbert.trainer import truncate_metrics
+
+    p = tmp_path / "metrics.jsonl"
+    p.write_text('{"step": 1, "loss": 3}\n{"step": 2, "loss": 2}\n{"step": 3, "loss": 1}\n{"step": 4, "lo')
+    truncate_metrics(p, 2)
+    assert p.read_text() == '{"step": 1, "loss": 3}\n{"step": 2, "loss": 2}\n'
