@@ -333,15 +333,15 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
 
     owns_pg = not dist.is_initialized()
     accel = get_accelerator()
-    deepspeed.init_distributed(dist_backend=accel.communication_backend_name())
-    rank, world = dist.get_rank(), dist.get_world_size()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device_type = accel.device_name()
     if device_type == "cuda":
-        accel.set_device(local_rank)
+        accel.set_device(local_rank)  # before the process group, so NCCL binds the right GPU
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device(device_type)
+    deepspeed.init_distributed(dist_backend=accel.communication_backend_name())
+    rank, world = dist.get_rank(), dist.get_world_size()
     t, out = cfg.train, Path(cfg.train.output_dir)
     try:
         # ---- data, tokenizer, model config (all checked before anything heavy)
