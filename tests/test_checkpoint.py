@@ -235,7 +235,8 @@ def test_init_from_hf_checkpoint_continues_from_its_weights(data, finished_run, 
     out = tmp_path / "phase2"
     again = tmp_path / "again"  # train.resume=never in a used output_dir
     shutil.copytree(finished_run, again, ignore=shutil.ignore_patterns("wandb"))
-    spawn_train(1, [overrides(data, out, f"model.init_from={hf}", "train.max_steps=2"),
+    # a step_<N> dir stands for its hf/ export
+    spawn_train(1, [overrides(data, out, f"model.init_from={hf.parent}", "train.max_steps=2"),
                     overrides(data, again, "train.resume=never", "train.max_steps=2", "train.keep_last=2")])
     assert [r["step"] for r in metrics(again)] == [1, 2]
     assert sorted(p.name for p in (again / "checkpoints").iterdir()) == ["step_2"]

@@ -96,6 +96,31 @@ def _read_model_file(path: str) -> dict[str, Any]:
     return d
 
 
+def resolve_init_from(name_or_path: str) -> Path:
+    """``model.init_from`` -> a local HF-format directory.
+
+    Accepts a HF directory, a zhbert ``step_<N>/`` (its ``hf/``), a run or checkpoints directory
+    (newest complete checkpoint's ``hf/``), or a registry name / hub id (zhbert.hub downloads it).
+    """
+    p = Path(name_or_path).expanduser()
+    if not p.exists():
+        try:
+            from zhbert.hub import resolve_model
+        except ModuleNotFoundError:
+            raise ConfigError(f"model.init_from: {p} does not exist") from None
+        p = Path(resolve_model(str(name_or_path)))
+    if (p / "config.json").is_file():
+        return p
+    if (p / "hf" / "config.json").is_file():
+        return p / "hf"
+    from zhbert.checkpoint import checkpoints_dir, find_latest
+
+    latest = find_latest(p) or find_latest(checkpoints_dir(p))
+    if latest is not None:
+        return latest / "hf"
+    raise ConfigError(f"model.init_from: {p} is not a HF-format checkpoint directory (no config.json)")
+
+
 def resolve_model_config(cfg: PretrainConfig, tokenizer, data_dir: str):
     """The BertConfig to train, checked against the data's vocabulary and sequence length.
 
@@ -110,9 +135,7 @@ def resolve_model_config(cfg: PretrainConfig, tokenizer, data_dir: str):
     inline = m.overrides()
     data_vocab = f"data vocab {Path(data_dir) / 'vocab.txt'} ({tokenizer.vocab_size} tokens)"
     if m.init_from:
-        src = Path(m.init_from)
-        if not (src / "config.json").is_file():
-            raise ConfigError(f"model.init_from: {src} is not a HF-format checkpoint directory (no config.json)")
+        src = resolve_init_from(m.init_from)
         d = BertConfig.from_pretrained(src).to_dict()
         d.update(inline)
         config = BertConfig.from_dict(d, source=f"model.init_from {src}")
@@ -349,6 +372,10 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
         data_dir = cfg.data.dir
         tokenizer = ChineseTokenizer.from_dir(data_dir)
         check_data_vocab(data_dir, tokenizer)
+        if cfg.model.init_from:  # rank 0 first: a registry name may need a download
+            if rank == 0:
+                resolve_init_from(cfg.model.init_from)
+            ckpt_mod._barrier()
         model_config = resolve_model_config(cfg, tokenizer, data_dir)
         ds_cfg = build_ds_config(cfg, world, device_type)
         dsets = load_prepared(data_dir)
@@ -377,7 +404,7 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
         # ---- model + engine
         torch.manual_seed(t.seed)  # same initial weights on every rank (and in every rerun)
         if cfg.model.init_from:
-            model = BertForPreTraining.from_pretrained(cfg.model.init_from, config=model_config)
+            model = BertForPreTraining.from_pretrained(resolve_init_from(cfg.model.init_from), config=model_config)
         else:
             model = BertForPreTraining(model_config)
         if cfg.model.gradient_checkpointing:
