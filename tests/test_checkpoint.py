@@ -166,6 +166,7 @@ def test_zero3_export_and_universal_checkpoint_world_size_change(data, tmp_path)
     import torch
 
     from zhbert import checkpoint as ck
+    from zhbert.cli import main
     from zhbert.collator import PretrainingCollator
     from zhbert.config import MaskingConfig
     from zhbert.data import ShardedBatches
@@ -191,7 +192,11 @@ def test_zero3_export_and_universal_checkpoint_world_size_change(data, tmp_path)
     jobs = []
     for stage, out in zs.items():
         saved = out / "checkpoints" / "step_3"
-        uni = ck.to_universal(saved)
+        if stage == 1:
+            uni = ck.to_universal(saved)
+        else:  # the CLI
+            assert main(["universal", str(saved)]) == 0
+            uni = saved / "ds" / "global_step3_universal"
         assert uni.is_dir() and ck.read_meta(saved)["ds_universal_tag"] == uni.name
         jobs.append(overrides(data, out, f"deepspeed.zero_stage={stage}", "train.max_steps=5",
                               f"train.resume={saved}", "train.resume_universal=true"))
@@ -273,3 +278,24 @@ def test_truncate_metrics_drops_later_and_cut_lines(tmp_path):
     p.write_text('{"step": 1, "loss": 3}\n{"step": 2, "loss": 2}\n{"step": 3, "loss": 1}\n{"step": 4, "lo')
     truncate_metrics(p, 2)
     assert p.read_text() == '{"step": 1, "loss": 3}\n{"step": 2, "loss": 2}\n'
+
+
+@pytest.mark.slow
+def test_resume_on_two_ranks_zero2_and_zero3_continues_identically(data, tmp_path):
+    """Resume from step 2 of a 2-rank run (ZeRO-2, ZeRO-3, fp32): steps 3-4 log the same as the
+    uninterrupted run (optimizer shards, LR schedule and data position restored)."""
+    jobs, pairs = [], []
+    for stage in (2, 3):
+        full, resumed = tmp_path / f"full{stage}", tmp_path / f"resumed{stage}"
+        common = (f"deepspeed.zero_stage={stage}", "train.checkpoint_every=2", "train.keep_last=5")
+        jobs += [overrides(data, full, *common, "train.max_steps=4"),
+                 overrides(data, resumed, *common, "train.max_steps=4",
+                           f"train.resume={full / 'checkpoints' / 'step_2'}")]
+        pairs.append((full, resumed))
+    spawn_train(2, jobs)
+    for full, resumed in pairs:
+        a, b = metrics(full)[2:], metrics(resumed)
+        assert [r["step"] for r in b] == [3, 4]
+        for x, y in zip(a, b):
+            for key in ("loss", "mlm_loss", "nsp_loss", "lr", "samples", "mlm_acc"):
+                assert x[key] == y[key], (full.name, x["step"], key, x[key], y[key])

@@ -467,6 +467,18 @@ def add_cli(sub) -> None:
     p.add_argument("--tokenizer", help="directory with vocab.txt to include (default: from the checkpoint)")
     p.set_defaults(func=_run_export)
 
+    u = sub.add_parser(
+        "universal", help="convert a step_<N> checkpoint to a DeepSpeed universal checkpoint (world-size change)",
+        description="Runs deepspeed.checkpoint.ds_to_universal on STEP_DIR/ds/<tag> and records the result in "
+        "meta.json. Then resume on any number of ranks with train.resume=STEP_DIR train.resume_universal=true.")
+    u.add_argument("step_dir", help="a complete checkpoints/step_<N> directory")
+    u.set_defaults(func=_run_universal)
+
+
+def _run_universal(args) -> int:
+    print(to_universal(args.step_dir))
+    return 0
+
 
 def _run_export(args) -> int:
     out = export(args.ckpt, args.out, tokenizer_dir=args.tokenizer)
