@@ -187,6 +187,10 @@ def test_zero3_export_and_universal_checkpoint_world_size_change(data, tmp_path)
     shutil.copytree(step, bare)
     shutil.rmtree(bare / "hf")
     _assert_same_weights(step / "hf", ck.export(bare, tmp_path / "z3export"))
+    # a bare DeepSpeed folder (no meta.json, no hf/): the model config comes from the model states
+    _assert_same_weights(step / "hf", ck.export(bare / "ds", tmp_path / "z3export_bare",
+                                                tokenizer_dir=step / "hf"))
+    assert (tmp_path / "z3export_bare" / "vocab.txt").exists()
 
     # universal checkpoint: convert, then resume with 1 rank (same ZeRO stage)
     jobs = []

@@ -219,8 +219,10 @@ def save_checkpoint(engine, *, output_dir: str | Path, step: int, meta: dict[str
     _barrier()
 
     tag = ds_tag(step)
-    engine.save_checkpoint(str(tmp / DS_DIR), tag=tag, client_state={"zhbert_step": step},
-                           save_latest=True)
+    # the model config travels inside DeepSpeed's model-states file too, so a bare DeepSpeed
+    # folder (without meta.json/hf/) can still be exported
+    engine.save_checkpoint(str(tmp / DS_DIR), tag=tag, save_latest=True,
+                           client_state={"zhbert_step": step, "zhbert_model_config": model_config.to_dict()})
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state()
@@ -378,7 +380,11 @@ def export(ckpt: str | Path, out: str | Path, tokenizer_dir: Optional[str | Path
     elif (hf / "config.json").exists():
         config = BertConfig.from_pretrained(hf)
     else:
-        raise CheckpointError(f"{ckpt}: no model config (meta.json model_config or hf/config.json)")
+        d = _client_model_config(ds_dir, tag)
+        if d is None:
+            raise CheckpointError(f"{ckpt}: no model config (meta.json model_config, hf/config.json or "
+                                  "zhbert_model_config in the DeepSpeed model states)")
+        config = BertConfig.from_dict(d, source=f"{ckpt}: zhbert_model_config")
     sd = consolidate(ds_dir, tag)
     tok = None
     for cand in (tokenizer_dir, hf if (hf / "vocab.txt").exists() else None,
@@ -423,6 +429,19 @@ def consolidate(ds_dir: str | Path, tag: Optional[str] = None) -> dict:
     if "cls.predictions.decoder.bias" not in sd and "cls.predictions.bias" in sd:
         sd["cls.predictions.decoder.bias"] = sd["cls.predictions.bias"]
     return sd
+
+
+def _client_model_config(ds_dir: Path, tag: Optional[str]) -> Optional[dict]:
+    import torch
+
+    files = sorted((Path(ds_dir) / (tag or _read_latest(Path(ds_dir)))).glob("*mp_rank_00_model_states.pt"))
+    if not files:
+        return None
+    try:
+        state = torch.load(files[0], map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise CheckpointError(f"{files[0]}: unreadable: {e}") from None
+    return state.get("zhbert_model_config")
 
 
 def _tag_dirs(d: Path) -> list[Path]:
