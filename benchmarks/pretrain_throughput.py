@@ -138,13 +138,8 @@ def bench_model_vs_hf(shape: str, steps: int, warmup: int = 1, seed: int = 0) ->
 
 
 # --------------------------------------------- section 2: DeepSpeed engine vs plain torch loop
-def bench_deepspeed_vs_torch(shape: str, steps: int) -> None:
-    """TODO (trainer helper): DeepSpeed engine step vs a plain torch loop, same model/batches.
-
-    Reuse ``make_batch`` and ``SHAPES``; return a small dataclass like ``Result`` and add a
-    ``--deepspeed`` flag in ``main``.
-    """
-    raise NotImplementedError
+# Lives in benchmarks/ds_overhead.py (it reuses SHAPES and make_batch from this file); run
+# here with --deepspeed so one command prints every ratio. Target: overhead <= 10%.
 
 
 # ------------------------------------------------------------------------------------ main
@@ -154,6 +149,8 @@ def main(argv: list[str] | None = None) -> list[Result]:
     ap.add_argument("--steps", type=int, default=10, help="timed steps per model (tiny)")
     ap.add_argument("--base-steps", type=int, default=3, help="timed steps per model (base)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--deepspeed", action="store_true",
+                    help="also time the DeepSpeed engine step vs a plain torch loop (tiny shape)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -166,6 +163,12 @@ def main(argv: list[str] | None = None) -> list[Result]:
     for r in results:
         print(f"{r.shape:6s} {r.batch:5d} {r.zhbert_tok_s:12.0f} {r.hf_tok_s:9.0f} "
               f"{r.zhbert_step_s:13.3f} {r.hf_step_s:10.3f}  {r.ratio:6.2f}x  {r.cpu_ratio:9.2f}x")
+    if args.deepspeed:
+        from ds_overhead import bench_deepspeed_vs_torch
+
+        d = bench_deepspeed_vs_torch("tiny", args.steps)
+        print(f"\nDeepSpeed engine vs plain torch loop (tiny, ZeRO {d.zero_stage}): "
+              f"{d.ds_step_s:.3f} vs {d.torch_step_s:.3f} s/step, overhead {100 * d.overhead:+.1f}% (target <= 10%)")
     return results
 
 

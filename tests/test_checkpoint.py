@@ -47,7 +47,7 @@ def finished_run(data, tmp_path_factory) -> Path:
 def test_sigkill_and_resume_logs_the_same_losses(data, finished_run, tmp_path):
     out = tmp_path / "killed"
     args = _kill_resume_args(data, out)
-    p = _popen(args)
+    p = _popen([*args, "wandb.mode=offline"])
     first = out / "checkpoints" / "step_4" / "meta.json"
     deadline = time.time() + 300
     while time.time() < deadline and p.poll() is None:
@@ -59,10 +59,14 @@ def test_sigkill_and_resume_logs_the_same_losses(data, finished_run, tmp_path):
     assert p.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     killed_at = max(r["step"] for r in metrics(out))
     assert 4 <= killed_at < 24
+    run_id = (out / "wandb_run_id").read_text().strip()
 
-    r = subprocess.run([sys.executable, str(REPO / "scripts" / "pretrain.py"), *args], cwd=REPO, env=cpu_env(),
-                       capture_output=True, text=True, timeout=400)
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "pretrain.py"), *args, "wandb.mode=offline"],
+                       cwd=REPO, env=cpu_env(), capture_output=True, text=True, timeout=400)
     assert r.returncode == 0, r.stderr[-3000:]
+    # the resumed run continues the killed run's wandb run (same id) instead of starting a new one
+    assert (out / "wandb_run_id").read_text().strip() == run_id
+    assert [d.name.endswith(run_id) for d in (out / "wandb").glob("offline-run-*")] == [True, True]
     resumed, ref = metrics(out), metrics(finished_run)
     assert [x["step"] for x in resumed] == list(range(1, 25))  # no duplicates, nothing missing
     for a, b in zip(resumed, ref):

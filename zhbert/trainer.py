@@ -27,6 +27,7 @@ reported.
 from __future__ import annotations
 
 import json
+import uuid
 import math
 import os
 import socket
@@ -295,9 +296,17 @@ class _Logger:
 
             wdir = Path(cfg.wandb.dir or out)
             wdir.mkdir(parents=True, exist_ok=True)
+            # A resumed run continues the same wandb run (same id, resume="allow"), so its
+            # curves stay one line; a fresh run (step 0) gets a new id.
+            id_file = out / "wandb_run_id"
+            run_id = id_file.read_text().strip() if start_step > 0 and id_file.is_file() else None
+            if not run_id:
+                run_id = uuid.uuid4().hex[:12]
+                id_file.write_text(run_id + "\n")
             self.wandb = wandb.init(project=cfg.wandb.project, entity=cfg.wandb.entity, name=cfg.wandb.name,
                                     group=cfg.wandb.group, tags=cfg.wandb.tags or None, mode=cfg.wandb.mode,
-                                    dir=str(wdir), config=to_dict(cfg), reinit="finish_previous")
+                                    dir=str(wdir), config=to_dict(cfg), reinit="finish_previous",
+                                    id=run_id, resume="allow")
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=cfg.train.max_steps, initial=start_step, desc="pretrain", dynamic_ncols=True,
