@@ -174,3 +174,31 @@ def test_batch_fast_path_equals_general_alignment(tok, seg, shared_data):
         spans = [e for e in sent.entity_ids if e >= 0]
         assert all(b - a in (0, 1) for a, b in zip(spans, spans[1:])) and (not spans or spans[0] == 0)
     assert seg.align_failures == 0
+
+
+def test_joined_batch_equals_per_sentence_reference(tok, shared_data):
+    """The batched path (texts joined by "\\n", one jieba pass, numpy ranks, han-block cache)
+    gives the same ids / word_ids / entity_ids as one jieba cut + alignment per sentence, on
+    whole real sentences and on texts with newlines, carriage returns and odd characters."""
+    import jieba
+
+    from zhbert.segment import _segment_joined, segment_sentences_reference
+
+    root = shared_data / "pretrain_corpus"
+    if not root.is_dir():
+        pytest.skip(f"{root} not present")
+    texts = []
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        lines = [line for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+        texts += lines[:: max(1, len(lines) // 300)][:300]
+    texts += ["naïve Café", "C++和C#", "a\nb 北京\n\n上海", "行尾\r", "\r\n中国", "  ", "", "x##y ##13",
+              "𠀀𪜀丽\u3000全角　空格", "[MASK]北京[UNK]", "😀" * 3 + "犇犇", "email：a.b@c.com 3.14亿元"]
+    texts += texts[:50]  # repeated sentences: served from the han-block cache the second time
+    fast, ref = Segmenter(), Segmenter()
+    joined = [t for t in texts if "\r" not in t]
+    batch = _segment_joined(joined, tok, fast)  # the fast path itself, no fallback to the reference
+    assert batch is not None and batch == segment_sentences_reference(joined, tok, ref)
+    assert fast.align_failures == ref.align_failures
+    assert segment_sentences(texts, tok, fast) == segment_sentences_reference(texts, tok, ref)  # "\r": per sentence
+    dt = jieba.Tokenizer()  # the block cache gives jieba's own words
+    assert all(fast.cut_words(t) == dt.lcut(t) for t in texts[:200])

@@ -49,7 +49,9 @@ Entity / phrase spans (ERNIE-style masking) come from part-of-speech tags:
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import re
 from dataclasses import dataclass
 from itertools import chain, repeat
@@ -86,6 +88,8 @@ _JIEBA_CACHE: dict[Optional[str], object] = {}
 _POSSEG_CACHE: dict[Optional[str], object] = {}
 _TAGS_CACHE: dict[Optional[str], dict[str, str]] = {}
 _CODES_CACHE: dict[Optional[str], dict[str, str]] = {}
+_BLOCK_CACHE_SIZE = 150_000  # han blocks whose words are remembered (per Segmenter)
+_BLOCK_CACHE_CHARS = 16  # longer blocks hardly ever repeat
 
 
 def _jieba_tokenizer(user_dict: Optional[str]):
@@ -122,11 +126,73 @@ def _tag_table(user_dict: Optional[str]) -> dict[str, str]:
 
 
 def _code_table(user_dict: Optional[str]) -> dict[str, str]:
-    """word -> span-class code (E/N/A/x) for every word of the tag table, built once."""
+    """word -> span-class code (E/N/A/x) for every word of the tag table, built once.
+
+    Same table as the codes of ``_tag_table`` (jieba.posseg's tag table of the main
+    dictionary, plus user-dictionary tags), but read from a cache file so that a worker
+    process does not import jieba.posseg (its HMM tables and tag table take ~1.5 s).
+    """
     if user_dict not in _CODES_CACHE:
         get = _TAG_CODE.get
-        _CODES_CACHE[user_dict] = {w: get(t, "x") for w, t in _tag_table(user_dict).items()}
+        table = dict(_main_dict_codes(_jieba_tokenizer(user_dict)))
+        user_tags = getattr(_jieba_tokenizer(user_dict), "user_word_tag_tab", None)
+        if user_tags:
+            table.update({w: get(t, "x") for w, t in user_tags.items()})
+        _CODES_CACHE[user_dict] = table
     return _CODES_CACHE[user_dict]
+
+
+_MAIN_CODES: dict[str, dict[str, str]] = {}
+
+
+def _main_dict_codes(tok) -> dict[str, str]:
+    """word -> code for jieba's main dictionary file (``word freq tag`` lines, read the way
+    ``jieba.posseg.POSTokenizer.load_word_tag`` reads them), cached next to jieba's own
+    cache in the temp directory, keyed by the file's path, size and mtime."""
+    import marshal
+    import tempfile
+
+    f = tok.get_dict_file()
+    name = getattr(f, "name", None)
+    try:
+        if not isinstance(name, str):  # not a plain file: no cache
+            return _parse_tag_codes(f.read())
+        st = os.stat(name)
+        key = f"{os.path.abspath(name)}|{st.st_size}|{st.st_mtime_ns}|{sorted(_TAG_CODE.items())}"
+        if key in _MAIN_CODES:
+            return _MAIN_CODES[key]
+        digest = hashlib.sha1(key.encode("utf-8")).hexdigest()[:16]
+        cache = Path(tempfile.gettempdir()) / f"zhbert_jieba_codes.{digest}.cache"
+        try:
+            words, codes = marshal.loads(cache.read_bytes())
+            table = dict(zip(words.split("\n"), codes))
+        except (OSError, ValueError, EOFError, TypeError):
+            table = _parse_tag_codes(f.read())
+            tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+            try:
+                tmp.write_bytes(marshal.dumps(("\n".join(table), "".join(table.values()))))
+                os.replace(tmp, cache)
+            except OSError:
+                pass  # a read-only temp dir only costs the parse next time
+        _MAIN_CODES[key] = table
+        return table
+    finally:
+        f.close()
+
+
+def _parse_tag_codes(data: bytes) -> dict[str, str]:
+    get = _TAG_CODE.get
+    table: dict[str, str] = {}
+    for lineno, line in enumerate(data.decode("utf-8").split("\n"), 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            word, _, tag = line.split(" ")
+        except ValueError:
+            raise DataError(f"invalid POS dictionary entry at line {lineno}: {line}") from None
+        table[word] = get(tag, "x")
+    return table
 
 
 def _posseg_tokenizer(user_dict: Optional[str]):
@@ -153,10 +219,17 @@ class Segmenter:
         self.entity_mode = entity_mode
         self.align_failures = 0  # sentences that fell back to character-level groups
         self._jieba = _jieba_tokenizer(self.user_dict)
-        self._tags = _tag_table(self.user_dict) if entity_mode == "dict" else None
         self._posseg = _posseg_tokenizer(self.user_dict) if entity_mode == "posseg" else None
         self._codes = dict(_code_table(self.user_dict)) if entity_mode == "dict" else None
         self._codes_limit = len(self._codes) + 200_000 if self._codes is not None else 0
+        self._blocks: dict[str, list[str]] = {}  # jieba's words of a repeated han block
+        self._hmm_runs: dict[str, list[str]] = {}  # the HMM's words of a run of unknown characters
+
+    @property
+    def _tags(self) -> Optional[dict[str, str]]:
+        # Full tag table, only for `cut` (the fast path needs the codes alone): loading it
+        # imports jieba.posseg, ~1.5 s.
+        return _tag_table(self.user_dict) if self.entity_mode == "dict" else None
 
     def cut(self, text: str) -> list[tuple[str, str]]:
         """(word, tag) pairs in order; the words concatenate back to `text`."""
@@ -189,6 +262,85 @@ class Segmenter:
                     if len(self._codes) < self._codes_limit:
                         self._codes[w] = codes[i]
         return words, "".join(codes)
+
+    def cut_words(self, text: str) -> list[str]:
+        """jieba's words of `text`: the same list as ``jieba.Tokenizer.lcut(text, HMM=hmm)``.
+
+        jieba's own top-level loop (split into han blocks, cut each block, split the rest
+        into single characters and whitespace), with one change: the words of a han block
+        are remembered. A block's cut depends on nothing but the block (jieba cuts blocks
+        independently), so a repeated block ("但是", "中国") gets the same words without the
+        DAG and HMM; 8-14% of the characters of the shared corpora are in repeated blocks.
+        """
+        import jieba
+
+        re_han, re_skip = jieba.re_han_default, jieba.re_skip_default
+        cut_block = self._cut_dag if self.hmm else self._jieba._Tokenizer__cut_DAG_NO_HMM
+        cache = self._blocks
+        words: list[str] = []
+        han = True  # re.split with one group alternates non-han, han, non-han, ... (toggled first)
+        for blk in re_han.split(text):
+            han = not han
+            if not blk:
+                continue
+            if not han:
+                for x in re_skip.split(blk):
+                    if re_skip.match(x):
+                        words.append(x)
+                    else:
+                        words.extend(x)  # one word per character
+                continue
+            got = cache.get(blk)
+            if got is None:
+                got = list(cut_block(blk))
+                if len(blk) <= _BLOCK_CACHE_CHARS:
+                    if len(cache) >= _BLOCK_CACHE_SIZE:
+                        cache.clear()
+                    cache[blk] = got
+            words.extend(got)
+        return words
+
+    def _cut_dag(self, sentence: str) -> list[str]:
+        """jieba's ``Tokenizer.__cut_DAG`` (HMM on) line for line, except that the HMM's words
+        for a run of unknown characters are remembered (runs like "我用" repeat often)."""
+        from jieba import finalseg
+
+        tok = self._jieba
+        freq = tok.FREQ
+        hmm_cache = self._hmm_runs
+        dag = tok.get_DAG(sentence)
+        route: dict = {}
+        tok.calc(sentence, dag, route)
+        out: list[str] = []
+
+        def flush(buf: str) -> None:
+            if len(buf) == 1:
+                out.append(buf)
+            elif not freq.get(buf):
+                got = hmm_cache.get(buf)
+                if got is None:
+                    got = list(finalseg.cut(buf))
+                    if len(hmm_cache) >= _BLOCK_CACHE_SIZE:
+                        hmm_cache.clear()
+                    hmm_cache[buf] = got
+                out.extend(got)
+            else:
+                out.extend(buf)
+
+        x, n, buf = 0, len(sentence), ""
+        while x < n:
+            y = route[x][1] + 1
+            if y - x == 1:
+                buf += sentence[x:y]
+            else:
+                if buf:
+                    flush(buf)
+                    buf = ""
+                out.append(sentence[x:y])
+            x = y
+        if buf:
+            flush(buf)
+        return out
 
     def __repr__(self) -> str:
         return f"Segmenter(hmm={self.hmm}, user_dict={self.user_dict!r}, entity_mode={self.entity_mode!r})"
@@ -362,12 +514,31 @@ def _align_merging(ids, starts, ends, char_word, is_cont, n_text):
 def segment_sentences(
     texts: Sequence[str], tokenizer: ChineseTokenizer, segmenter: Segmenter
 ) -> list[AlignedSentence]:
-    """Tokenize (one Rust batch call for the non-Chinese runs) and segment (one jieba cut
-    each) many sentences; same result as ``align`` on each, computed faster.
+    """Tokenize and segment many sentences; same result as ``align`` on each, faster.
+
+    The batch is processed as one string (the texts joined by "\\n", which jieba never
+    joins across): one jieba pass (``Segmenter.cut_words``), token ids of CJK characters and
+    punctuation from a code-point table in one numpy step, only the runs between them
+    (Latin words, numbers) through the Rust tokenizer, and word / entity ids as dense ranks
+    computed with numpy (see ``_segment_joined``). Sentences where a token crosses a jieba
+    word boundary take the general alignment (``_align``).
 
     Sentences that needed the character-level fallback are added to
     ``segmenter.align_failures``.
     """
+    if (type(segmenter).cut_codes is Segmenter.cut_codes and segmenter._posseg is None
+            and not any("\r" in t for t in texts)):  # "\r" + "\n" would be one jieba word
+        out = _segment_joined(texts, tokenizer, segmenter)
+        if out is not None:
+            return out
+    return segment_sentences_reference(texts, tokenizer, segmenter)
+
+
+def segment_sentences_reference(
+    texts: Sequence[str], tokenizer: ChineseTokenizer, segmenter: Segmenter
+) -> list[AlignedSentence]:
+    """``segment_sentences`` one sentence at a time (one jieba cut each): the reference the
+    batched path is tested against, and the path for posseg mode or a custom ``cut_codes``."""
     plans, encoded = tokenizer._plan_batch(texts)
     fast = tokenizer._fast
     is_cont = tokenizer.continuation_flags().__getitem__
@@ -448,3 +619,162 @@ def _entity_ids(span_of_jieba, first_jieba, word_ids) -> list[int]:
         renum[-1] = -1
         word_span = [renum[si] for si in word_span]
     return list(map(word_span.__getitem__, word_ids))
+
+
+def _segment_joined(texts, tokenizer: ChineseTokenizer, segmenter: Segmenter) -> Optional[list[AlignedSentence]]:
+    """``segment_sentences`` on the texts joined by "\\n" (None: take the per-sentence path).
+
+    Arrays below run over the joined string (chars), its jieba words, or its tokens (in
+    text order). For a sentence whose tokens all sit inside one jieba word each (and "##"
+    pieces in their head's word) -- nearly all -- ``_segment_planned``'s simple case says:
+    word id = dense rank of the token's jieba word within the sentence, entity id = dense
+    rank of that word's span (-1 outside). The other sentences go through ``_align``.
+    """
+    import numpy as np
+
+    if not texts:
+        return []
+    joined = "\n".join(texts)
+    n_chars = len(joined)
+    words = segmenter.cut_words(joined)
+    word_len = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+    if int(word_len.sum()) != n_chars or "".join(words) != joined:
+        return None
+    text_len = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    text_start = np.zeros(len(texts), dtype=np.int64)
+    np.cumsum(text_len[:-1] + 1, out=text_start[1:])
+    char_word = np.repeat(np.arange(len(words), dtype=np.int64), word_len)  # (n_chars,)
+    word_start = np.cumsum(word_len) - word_len
+    # Each separator must be a word of its own, so the words split into sentences.
+    seps = text_start[1:] - 1
+    sep_words = char_word[seps]
+    if not (np.all(word_start[sep_words] == seps) and np.all(word_len[sep_words] == 1)):
+        return None
+    # Sentence k owns words [first_word[k], first_word[k + 1] - 1) (its separator excluded).
+    first_word = np.empty(len(texts) + 1, dtype=np.int64)
+    first_word[0] = 0
+    first_word[1:-1] = sep_words + 1
+    first_word[-1] = len(words) + 1
+
+    # Span class codes of all words; separators are "x", so no span crosses a sentence.
+    codes = _word_codes(segmenter, words) if segmenter._codes is not None else ""
+    span_of_word = np.full(len(words), -1, dtype=np.int64)
+    if codes:
+        spans = _spans_from_codes(codes)
+        if spans:
+            sp = np.asarray(spans, dtype=np.int64)  # (n_spans, 2) word ranges
+            span_of_word[np.repeat(sp[:, 0], sp[:, 1] - sp[:, 0]) + _ragged_arange(sp[:, 1] - sp[:, 0])] = \
+                np.repeat(np.arange(len(spans), dtype=np.int64), sp[:, 1] - sp[:, 0])
+
+    # Tokens: fast characters from the table, slow runs through the (cached) Rust tokenizer.
+    fast_ids, runs_re = tokenizer._fast_arrays()
+    cps = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    char_ids = fast_ids[cps]
+    fast_pos = np.flatnonzero(char_ids >= 0)
+    slow_start, slow_end, slow_ids = _slow_tokens(tokenizer, joined, runs_re)
+    if slow_ids:
+        tok_start = np.concatenate([fast_pos, np.asarray(slow_start, dtype=np.int64)])
+        tok_end = np.concatenate([fast_pos + 1, np.asarray(slow_end, dtype=np.int64)])
+        tok_id = np.concatenate([char_ids[fast_pos].astype(np.int64), np.asarray(slow_ids, dtype=np.int64)])
+        order = np.argsort(tok_start, kind="stable")
+        tok_start, tok_end, tok_id = tok_start[order], tok_end[order], tok_id[order]
+    else:
+        tok_start, tok_end, tok_id = fast_pos, fast_pos + 1, char_ids[fast_pos].astype(np.int64)
+    n_tok = len(tok_id)
+    if n_tok == 0:
+        return [AlignedSentence([], [], [], True) for _ in texts]
+    # Sentence of each token, and each sentence's token range.
+    tok_sent = np.searchsorted(text_start, tok_start, side="right") - 1
+    sent_first_tok = np.searchsorted(tok_sent, np.arange(len(texts) + 1), side="left")
+
+    is_cont = np.asarray(tokenizer.continuation_flags(), dtype=bool)
+    jw = char_word[tok_start]
+    new_sent = np.ones(n_tok, dtype=bool)
+    new_sent[1:] = tok_sent[1:] != tok_sent[:-1]
+    prev_jw = np.empty_like(jw)
+    prev_jw[0] = -1
+    prev_jw[1:] = jw[:-1]
+    bad = (tok_end <= tok_start) | (char_word[np.maximum(tok_end - 1, 0)] != jw)
+    bad |= is_cont[tok_id] & ~new_sent & (jw != prev_jw)
+    bad_sents = set(np.unique(tok_sent[bad]).tolist()) if bad.any() else set()
+
+    # Dense ranks within each sentence (jw is non-decreasing inside a good sentence).
+    new_word = new_sent | (jw != prev_jw)
+    cw = np.cumsum(new_word)
+    word_ids = cw - 1 - (cw - new_word)[sent_first_tok[:-1]].repeat(np.diff(sent_first_tok))
+    ent = span_of_word[jw]
+    prev_ent = np.empty_like(ent)
+    prev_ent[0] = -1
+    prev_ent[1:] = ent[:-1]
+    new_ent = (ent >= 0) & (new_sent | (ent != prev_ent))
+    ce = np.cumsum(new_ent)
+    ent_ids = np.where(ent >= 0, ce - 1 - (ce - new_ent)[sent_first_tok[:-1]].repeat(np.diff(sent_first_tok)), -1)
+
+    ids_l, words_l, ents_l = tok_id.tolist(), word_ids.tolist(), ent_ids.tolist()
+    bounds = sent_first_tok.tolist()
+    out = []
+    for k in range(len(texts)):
+        a, b = bounds[k], bounds[k + 1]
+        if k in bad_sents:
+            sent = _align_one(texts[k], tokenizer, words[first_word[k]:first_word[k + 1] - 1],
+                              codes[first_word[k]:first_word[k + 1] - 1] if codes else "")
+            if not sent.aligned:
+                segmenter.align_failures += 1
+            out.append(sent)
+        else:
+            out.append(AlignedSentence(ids_l[a:b], words_l[a:b], ents_l[a:b], True))
+    return out
+
+
+def _ragged_arange(lengths):
+    """[0, 1, .., l0-1, 0, 1, .., l1-1, ...] for an array of lengths."""
+    import numpy as np
+
+    total = int(lengths.sum())
+    ends = np.cumsum(lengths)
+    return np.arange(total, dtype=np.int64) - np.repeat(ends - lengths, lengths)
+
+
+def _word_codes(segmenter: Segmenter, words: list[str]) -> str:
+    """``Segmenter.cut_codes``'s codes for a word list (dict mode)."""
+    table = segmenter._codes
+    codes = list(map(table.get, words))
+    if None in codes:
+        for i, w in enumerate(words):
+            if codes[i] is None:
+                codes[i] = _TAG_CODE.get(_guess_tag(w), "x")
+                if len(table) < segmenter._codes_limit:
+                    table[w] = codes[i]
+    return "".join(codes)
+
+
+def _slow_tokens(tokenizer: ChineseTokenizer, joined: str, runs_re) -> tuple[list[int], list[int], list[int]]:
+    """(starts, ends, ids) of the tokens of every slow run of `joined`, in text order."""
+    cache = tokenizer._run_cache
+    matches = [(m.start(), m.group()) for m in runs_re.finditer(joined)]
+    matches = [(a, run) for a, run in matches if not run.isspace()]
+    todo = list(dict.fromkeys(run for _, run in matches if run not in cache))
+    if todo:
+        if len(cache) + len(todo) > 200_000:
+            cache.clear()
+        for run, enc in zip(todo, tokenizer.backend.encode_batch(todo, add_special_tokens=False)):
+            cache[run] = (enc.ids, enc.offsets)
+        for _, run in matches:  # a cleared cache: this batch's runs are still needed
+            if run not in cache:
+                enc = tokenizer.backend.encode(run, add_special_tokens=False)
+                cache[run] = (enc.ids, enc.offsets)
+    starts: list[int] = []
+    ends: list[int] = []
+    ids: list[int] = []
+    for a, run in matches:
+        run_ids, run_offsets = cache[run]
+        ids.extend(run_ids)
+        for s, e in run_offsets:
+            starts.append(a + s)
+            ends.append(a + e)
+    return starts, ends, ids
+
+
+def _align_one(text: str, tokenizer: ChineseTokenizer, words, codes) -> AlignedSentence:
+    ids, starts, ends = tokenizer._encode_spans([text])[0]
+    return _align(text, ids, starts, ends, list(words), codes, tokenizer.continuation_flags().__getitem__)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import string
 import unicodedata
@@ -64,6 +65,33 @@ CJK_CLASS = _CJK_CLASS  # for building regexes elsewhere (zhbert.segment)
 CJK_RE = re.compile(f"[{_CJK_CLASS}]")
 # Tokens that look like reserved markers: [PAD], [unused17], [MASK] ... plus BERT's <S>/<T>.
 _RESERVED_RE = re.compile(r"^\[[^\[\]]+\]$|^<S>$|^<T>$")
+
+
+def _punctuation_code_points() -> list[int]:
+    """Code points of ASCII punctuation and Unicode category P*, cached in the temp dir.
+
+    Scanning all 1.1M code points with ``unicodedata.category`` costs ~0.3 s in every
+    worker process; the result depends only on the Unicode version.
+    """
+    import tempfile
+
+    key = hashlib.sha1(f"{unicodedata.unidata_version}|{string.punctuation}".encode()).hexdigest()[:16]
+    cache = Path(tempfile.gettempdir()) / f"zhbert_punct.{key}.json"
+    try:
+        cps = json.loads(cache.read_text(encoding="utf-8"))
+        if isinstance(cps, list) and all(isinstance(c, int) for c in cps):
+            return cps
+    except (OSError, ValueError):
+        pass
+    cps = [cp for cp in range(0x110000)
+           if chr(cp) in string.punctuation or unicodedata.category(chr(cp)).startswith("P")]
+    tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(cps), encoding="utf-8")
+        os.replace(tmp, cache)
+    except OSError:
+        pass
+    return cps
 
 
 def is_cjk_char(ch: str) -> bool:
@@ -160,6 +188,9 @@ class ChineseTokenizer:
         self._continuation: list[bool] | None = None
         self._fast: dict[str, int] | None = None
         self._slow_re: re.Pattern | None = None
+        self._fast_ranges: list[tuple[int, int]] = []
+        self._fast_ids: np.ndarray | None = None
+        self._runs_re: re.Pattern | None = None
         self._run_cache: dict[str, tuple[list[int], list[tuple[int, int]]]] = {}
 
     # -- construction ---------------------------------------------------------------------
@@ -280,9 +311,8 @@ class ChineseTokenizer:
             norm = self.backend.normalizer
             special_chars = set("".join(SPECIAL_TOKENS))  # "[" must reach the added-token matcher
             punct = [
-                c for c in map(chr, range(0x110000))
-                if (c in string.punctuation or unicodedata.category(c).startswith("P"))
-                and c not in special_chars and norm.normalize_str(c).strip() == c
+                c for c in map(chr, _punctuation_code_points())
+                if c not in special_chars and norm.normalize_str(c).strip() == c
             ]
             a, one, b, unk = (self.vocab.get(x) for x in ("a", "1", "b", UNK))
             probes = [f"a{c}1{c}b" for c in punct]
@@ -302,7 +332,27 @@ class ChineseTokenizer:
                         fast[chr(cp)] = self.vocab[chr(cp)]
             self._fast = fast
             self._slow_re = re.compile(f"[^{cls}]+")
+            self._fast_ranges = sorted(ranges)
         return self._fast, self._slow_re
+
+    def _fast_arrays(self) -> tuple[np.ndarray, re.Pattern]:
+        """The fast table as an array over all code points (for whole batches at once).
+
+        Returns (ids, runs_re): ``ids[cp]`` is the token id of a fast character (the [UNK]
+        id for fast characters missing from the vocab), -1 for the others; ``runs_re``
+        matches the slow runs like ``_slow_re`` but also stops at "\\n" (a batch joins its
+        texts with "\\n"; splitting a run at whitespace does not change its tokens).
+        """
+        if self._fast_ids is None:
+            fast, _ = self._fast_table()
+            ids = np.full(0x110000, -1, dtype=np.int32)
+            for lo, hi in self._fast_ranges:
+                ids[lo:hi + 1] = self.unk_id
+            ids[np.fromiter(map(ord, fast), dtype=np.int64, count=len(fast))] = np.fromiter(
+                fast.values(), dtype=np.int32, count=len(fast))
+            self._fast_ids = ids
+            self._runs_re = re.compile(self._slow_re.pattern[:-2] + "\n]+")
+        return self._fast_ids, self._runs_re
 
     def tokenize(self, text: str) -> list[str]:
         """Token strings of `text` (e.g. ["我", "用", "iphone", "##13"])."""
