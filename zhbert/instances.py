@@ -87,13 +87,15 @@ class _Segment:
             return
         w0, e0 = self.n_words, self.n_ents
         self.ids.extend(s.ids)
-        self.words.extend([w + w0 for w in s.word_ids])
+        # (Shifts by 0 -- the first sentence of a segment -- need no per-token work.)
+        self.words.extend(map(w0.__add__, s.word_ids) if w0 else s.word_ids)
         self.n_words = w0 + max(s.word_ids) + 1
         top = max(s.entity_ids)
-        if top < 0:
+        if top < 0 or e0 == 0:
             self.ents.extend(s.entity_ids)
         else:
             self.ents.extend([e + e0 if e >= 0 else -1 for e in s.entity_ids])
+        if top >= 0:
             self.n_ents = e0 + top + 1
 
     def __len__(self) -> int:
@@ -150,7 +152,12 @@ def _rebase(vals: list[int], base: int) -> tuple[list[int], int]:
     if first is None:
         return vals, base
     shift = base - first
-    out = [v + shift if v >= 0 else -1 for v in vals]
+    if shift == 0:
+        return vals, max(vals) + 1
+    if vals[0] >= 0 and min(vals) >= 0:  # word ids: no -1 inside a segment
+        out = list(map(shift.__add__, vals))
+    else:
+        out = [v + shift if v >= 0 else -1 for v in vals]
     return out, max(out) + 1
 
 
