@@ -2,6 +2,7 @@
 
     python benchmarks/prep_throughput.py                      # shared pretrain corpus, 1 and 2 workers
     python benchmarks/prep_throughput.py --workers 4 --max-docs 2000
+    python benchmarks/prep_throughput.py --breakdown --max-docs 3000   # CPU per step, one process
 
 Both sides are timed end to end, each in a fresh process, start-up and dictionary loading
 included, in wall time and in CPU time (all processes; the fair per-worker figure on a
@@ -98,6 +99,73 @@ def _measure_child(args) -> int:
     return 0
 
 
+_STARTUP = {
+    "jieba": "import jieba, logging; jieba.setLogLevel(logging.WARNING); jieba.initialize()",
+    "prepare worker": ("from zhbert.prepare import _components; t, s = _components({'vocab': %r, 'jieba_hmm': True, "
+                       "'jieba_user_dict': None, 'entity_mode': 'dict'}); t._fast_arrays()"),
+}
+
+
+def breakdown(docs: list[list[str]], vocab: str, rounds: int = 2) -> None:
+    """Where prepare's CPU goes, one process, ``time.process_time``; best of `rounds`."""
+    import random
+
+    import jieba
+
+    from zhbert.instances import create_instances
+    from zhbert.prepare import _SEGMENT_BATCH, _write_arrow
+    from zhbert.segment import Segmenter, segment_sentences, segment_sentences_reference
+    from zhbert.tokenizer import ChineseTokenizer
+
+    texts = [s for d in docs for s in d]
+    for name, code in _STARTUP.items():
+        code = code % vocab if "%r" in code else code
+        c0 = _cpu()
+        subprocess.run([sys.executable, "-c", code], check=True)
+        print(f"start-up {name:<26} {_cpu() - c0:6.2f} s CPU (fresh process, imports included)")
+    _init_jieba()
+    tok = ChineseTokenizer.from_vocab(vocab)
+    tok._fast_arrays()
+    batches = [texts[i:i + _SEGMENT_BATCH] for i in range(0, len(texts), _SEGMENT_BATCH)]
+    aligned: list = []
+
+    def segment(fn):
+        seg = Segmenter()  # fresh caches each round
+        aligned[:] = [a for b in batches for a in fn(b, tok, seg)]
+
+    def cut_words():
+        seg = Segmenter()
+        for b in batches:
+            seg.cut_words("\n".join(b))
+
+    def pairs():
+        k, ds = 0, []
+        for d in docs:
+            ds.append([a for a in aligned[k:k + len(d)] if a.ids])
+            k += len(d)
+        aligned_docs[:] = create_instances([d for d in ds if d], 512, 0.1, "nsp", random.Random(0), tok.cls_id, tok.sep_id)
+
+    aligned_docs: list = []
+    steps = [
+        ("jieba.lcut per sentence", lambda: [jieba.lcut(t) for t in texts]),
+        ("Segmenter.cut_words (joined)", cut_words),
+        ("segment_sentences (reference)", lambda: segment(segment_sentences_reference)),
+        ("segment_sentences", lambda: segment(segment_sentences)),
+        ("create_instances (nsp)", pairs),
+        ("Arrow file", lambda: _write_arrow(Path(tempfile.mkdtemp()) / "x.arrow", aligned_docs)),
+    ]
+    chars = sum(map(len, texts))
+    base = None
+    for name, fn in steps:
+        best = float("inf")
+        for _ in range(rounds):
+            c0 = time.process_time()
+            fn()
+            best = min(best, time.process_time() - c0)
+        base = base or best
+        print(f"{name:<35} {best:6.2f} s CPU  {chars / best / 1e3:7.0f}K chars/s  {best / base:5.2f}x jieba")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--input", nargs="+", default=[str(SHARED / "pretrain_corpus")])
@@ -106,6 +174,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-docs", type=int, default=0, help="use only the first N documents (0 = all)")
     ap.add_argument("--shard-documents", type=int, default=0,
                     help="documents per shard (default: enough shards for 4 per worker)")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="instead: CPU time of each step in one process (jieba vs segment, pairs, Arrow)")
     ap.add_argument("--measure", choices=["jieba", "prepare"], help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -121,6 +191,9 @@ def main(argv=None) -> int:
             break
     texts = [s for d in docs for s in d]
     chars = sum(map(len, texts))
+    if args.breakdown:
+        breakdown(docs, args.vocab)
+        return 0
     shard_documents = args.shard_documents or max(1, len(docs) // (4 * args.workers))
     print(f"corpus: {len(docs)} documents, {len(texts)} sentences, {chars} chars; "
           f"{shard_documents} documents/shard; {os.cpu_count()} cpus", flush=True)
