@@ -93,6 +93,10 @@ def test_checkpoint_layout_and_meta(finished_run):
     assert meta["config"]["train"]["max_steps"] == 24 and meta["tokens_seen"] > 0
     for name in ("config.json", "model.safetensors", "vocab.txt", "tokenizer.json", "tokenizer_config.json"):
         assert (step / "hf" / name).is_file()
+    # the corpus normalisation of the training data travels with the export (for fine-tuning)
+    from zhbert.tokenizer import ChineseTokenizer
+
+    assert ChineseTokenizer.from_dir(step / "hf").normalization == {"fullwidth": True, "t2s": False}
     assert (step / "ds" / meta["ds_tag"]).is_dir() and (step / "rng" / "rank_0.pt").is_file()
 
 

@@ -333,3 +333,25 @@ def test_real_clue_files_load(shared_data):
     assert tuple(ifl) == TASKS["iflytek"].labels
     wsc = load_task(clue, TASKS["wsc"])  # every span is where its index says
     assert (len(wsc.train.examples), len(wsc.dev.examples), len(wsc.test.examples)) == (1244, 304, 290)
+
+
+def test_finetuning_text_gets_the_pretraining_normalisation(tmp_path):
+    """A checkpoint pretrained on full-width-normalised text (，→,) is fine-tuned on the same
+    normalisation; a checkpoint that recorded none (released HF models) sees raw text."""
+    from zhbert.clue.data import Example
+    from zhbert.clue.finetune import encode
+    from zhbert.tokenizer import ChineseTokenizer, special_layout
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("".join(t + "\n" for t in special_layout() + ["你", "好", "，", ",", "a"]), encoding="utf-8")
+    tok = ChineseTokenizer.from_vocab(vocab)
+    ex = [Example("你好，", "ａ", 0)]
+    assert tok.tokenize("你好，") == ["你", "好", "，"]
+    raw = encode(tok, ex, 16)[0]["input_ids"]
+    tok.normalization = {"fullwidth": True, "t2s": False}
+    tok.save(tmp_path / "tok")
+    again = ChineseTokenizer.from_dir(tmp_path / "tok")
+    normed = encode(again, ex, 16)[0]["input_ids"]
+    v = again.vocab
+    assert raw == [v["[CLS]"], v["你"], v["好"], v["，"], v["[SEP]"], v["[UNK]"], v["[SEP]"]]
+    assert normed == [v["[CLS]"], v["你"], v["好"], v[","], v["[SEP]"], v["a"], v["[SEP]"]]

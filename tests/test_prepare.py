@@ -250,3 +250,17 @@ def test_no_validation_split_when_fraction_zero(tmp_path, vocab, corpus):
     dd = load_prepared(tmp_path / "out")
     assert set(dd) == {"train"} and stats["validation_instances"] == 0
     assert len(dd["train"]) == stats["instances"]
+
+
+def test_tokenizer_files_record_the_corpus_normalisation(tmp_path, vocab, corpus):
+    """Fine-tuning must see text as pretraining did: the prepared dir's tokenizer records
+    the normalisation, and ChineseTokenizer.normalize applies it (，→, under fullwidth)."""
+    from zhbert.tokenizer import ChineseTokenizer
+
+    out = tmp_path / "out"
+    prepare(config(tmp_path, vocab, dir=str(out)))
+    tok = ChineseTokenizer.from_dir(out)
+    assert tok.normalization == {"fullwidth": True, "t2s": False}
+    assert tok.normalize("你好，ＡＢＣ！") == "你好,ABC!"
+    raw = ChineseTokenizer.from_vocab(vocab)
+    assert raw.normalization is None and raw.normalize("你好，") == "你好，"

@@ -397,6 +397,9 @@ def prepare(cfg: DataConfig) -> dict:
     if not cfg.input:
         raise DataError("no input given: set data.input (or --input) to corpus files or directories")
     tokenizer = ChineseTokenizer.from_vocab(cfg.vocab)  # DataError naming the vocab
+    # The saved tokenizer files record the corpus normalisation, so every export carries it
+    # to fine-tuning (ChineseTokenizer.normalize), which then sees text as pretraining did.
+    tokenizer.normalization = {"fullwidth": cfg.fullwidth, "t2s": cfg.t2s}
     meta = _resolved_meta(cfg, tokenizer.vocab_sha256())  # DataError naming a missing input
     out = Path(cfg.dir)
     state = _check_output_dir(out, cfg, meta)

@@ -44,6 +44,7 @@ PathLike = Union[str, Path]
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
+NORMALIZATION_KEY = "zhbert_text_normalization"  # in tokenizer_config.json
 MODEL_MAX_LENGTH = 512
 _RUN_CACHE_SIZE = 200_000  # cached encodings of non-Chinese runs ("2023", "iphone13")
 
@@ -183,6 +184,11 @@ class ChineseTokenizer:
         self.vocab: dict[str, int] = {t: i for i, t in enumerate(self.tokens)}
         self.vocab_size: int = len(self.tokens)
         self.lowercase: bool = bool(lowercase)
+        # Corpus normalisation the model was pretrained with (zhbert.corpus.normalize_text
+        # keyword arguments, e.g. {"fullwidth": True, "t2s": False}); None = raw text.
+        # `zhbert prepare` records it, it travels in tokenizer_config.json into every export,
+        # and fine-tuning applies it (see normalize) so the model sees text as in pretraining.
+        self.normalization: dict | None = None
         self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (self.vocab[t] for t in SPECIAL_TOKENS)
         self.backend: Tokenizer = _build_backend(self.vocab, self.lowercase)
         self._continuation: list[bool] | None = None
@@ -210,14 +216,21 @@ class ChineseTokenizer:
         d = Path(path)
         if not d.is_dir():
             raise DataError(f"{d}: tokenizer directory not found")
-        lowercase = True
+        lowercase, normalization = True, None
         cfg_path = d / "tokenizer_config.json"
         if cfg_path.exists():
             try:
-                lowercase = bool(json.loads(cfg_path.read_text(encoding="utf-8")).get("do_lower_case", True))
+                cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as e:
                 raise DataError(f"{cfg_path}: unreadable tokenizer config: {e}") from None
-        return cls.from_vocab(d / "vocab.txt", lowercase=lowercase)
+            lowercase = bool(cfg.get("do_lower_case", True))
+            normalization = cfg.get(NORMALIZATION_KEY)
+            if normalization is not None and not (
+                    isinstance(normalization, dict) and set(normalization) <= {"fullwidth", "t2s"}):
+                raise DataError(f"{cfg_path}: {NORMALIZATION_KEY} must be a mapping with keys fullwidth, t2s")
+        tok = cls.from_vocab(d / "vocab.txt", lowercase=lowercase)
+        tok.normalization = normalization
+        return tok
 
     # -- encoding -------------------------------------------------------------------------
 
@@ -410,6 +423,14 @@ class ChineseTokenizer:
             self._continuation = [t.startswith("##") and len(t) > 2 for t in self.tokens]
         return self._continuation
 
+    def normalize(self, text: str) -> str:
+        """`text` normalised as the pretraining corpus was (identity when nothing recorded)."""
+        if not self.normalization:
+            return text
+        from zhbert.corpus import normalize_text
+
+        return normalize_text(text, **self.normalization)
+
     def vocab_sha256(self) -> str:
         """sha256 of the token list; equals ``sha256sum vocab.txt`` of the saved vocab."""
         return hashlib.sha256("".join(t + "\n" for t in self.tokens).encode("utf-8")).hexdigest()
@@ -435,6 +456,8 @@ class ChineseTokenizer:
             "model_input_names": ["input_ids", "token_type_ids", "attention_mask"],
             **special,
         }
+        if self.normalization is not None:
+            config[NORMALIZATION_KEY] = dict(self.normalization)
         (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n", encoding="utf-8")
 
@@ -479,15 +502,15 @@ def build_vocab(
        common Chinese punctuation (，。《》 ...);
     3. every CJK character seen at least `min_freq` times, most frequent first;
     4. other single characters (punctuation, symbols, other scripts), most frequent first;
-    5. non-Chinese WordPiece pieces ("iphone", "##13") learned by tokenizers'
-       WordPieceTrainer on the non-CJK remainder of the text, in the trainer's order
-       (alphabet, then merges as learned).
+    5. non-Chinese WordPiece pieces ("iphone", "##13"): word-initial substrings and "##"
+       continuations of the corpus's non-CJK words, ranked by how many corpus tokens they
+       cover (see _wordpieces). Deterministic: the same corpus gives the same vocab.txt
+       (tokenizers' WordPieceTrainer breaks ties between merges differently run to run).
 
     Reads the corpus once, streaming: memory holds only a character counter and the
-    trainer's word counts. Returns the output path.
+    non-CJK word counts. Returns the output path.
     """
     from tqdm import tqdm
-    from tokenizers import trainers
 
     from zhbert.corpus import iter_documents
 
@@ -500,6 +523,7 @@ def build_vocab(
 
     normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase)
     char_counts: Counter[str] = Counter()
+    word_counts: Counter[str] = Counter()  # non-CJK words, to rank the learned pieces
     n_docs = 0
 
     def non_cjk_text():
@@ -514,14 +538,11 @@ def build_vocab(
                 char_counts.update(norm)
                 rest = CJK_RE.sub(" ", norm)
                 if not rest.isspace():
+                    word_counts.update(rest.split())
                     yield rest
 
-    trainer_tok = Tokenizer(WordPiece(unk_token=UNK, continuing_subword_prefix="##"))
-    trainer_tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=size, min_frequency=min_freq, show_progress=False, continuing_subword_prefix="##", special_tokens=[]
-    )
-    trainer_tok.train_from_iterator(non_cjk_text(), trainer=trainer)
+    for _ in non_cjk_text():  # one streaming pass: counts characters and non-CJK words
+        pass
     if n_docs == 0:
         raise DataError(f"{', '.join(map(str, paths))}: no documents found to build a vocab from")
     def by_freq(chars):
@@ -530,7 +551,7 @@ def build_vocab(
     seen_chars = [c for c, n in char_counts.items() if n >= min_freq and not c.isspace()]
     cjk = by_freq(c for c in seen_chars if is_cjk_char(c))
     other = by_freq(c for c in seen_chars if not is_cjk_char(c))
-    pieces = [t for t, _ in sorted(trainer_tok.get_vocab().items(), key=lambda kv: kv[1])]
+    pieces = _wordpieces(word_counts, min_freq)
 
     tokens: list[str] = []
     present: set[str] = set()
@@ -543,3 +564,26 @@ def build_vocab(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
     return out
+
+
+def _wordpieces(word_counts: "Counter[str]", min_freq: int, max_len: int = 16) -> list[str]:
+    """WordPiece candidates from non-CJK word counts, best first.
+
+    Candidates are every word-initial substring ("iphone", "iph") and every inner substring
+    as a continuation ("##13", "##one") up to `max_len` characters, of words seen at least
+    `min_freq` times. A candidate's score is the number of characters it would cover in the
+    corpus beyond the first (count x (length - 1)), so whole frequent words and long frequent
+    suffixes come first and single characters (always in the vocab anyway) last. Ties are
+    broken by the piece itself, which makes the result reproducible.
+    """
+    scores: Counter[str] = Counter()
+    for word, n in word_counts.items():
+        if n < min_freq:
+            continue
+        w = word[:64]
+        for j in range(1, min(len(w), max_len) + 1):
+            scores[w[:j]] += n * (j - 1)
+        for i in range(1, len(w)):
+            for j in range(i + 1, min(len(w), i + max_len) + 1):
+                scores["##" + w[i:j]] += n * (j - i - 1)
+    return sorted(scores, key=lambda t: (-scores[t], t))

@@ -30,7 +30,11 @@ from zhbert.clue.tasks import ClueTaskConfig
 
 def encode(tokenizer, examples: list[Example], max_length: int) -> list[dict]:
     """Tokenize once: [CLS] a [SEP] (b [SEP]), longest-first truncation to ``max_length``."""
-    return [tokenizer.encode_pair(e.text_a, e.text_b, max_length=max_length) for e in examples]
+    # tokenizer.normalize: the corpus normalisation recorded at pretraining (identity for
+    # checkpoints that recorded none, e.g. released HF models), so text looks as in pretraining.
+    norm = tokenizer.normalize
+    return [tokenizer.encode_pair(norm(e.text_a), None if e.text_b is None else norm(e.text_b),
+                                  max_length=max_length) for e in examples]
 
 
 def collate(encoded: list[dict], labels: Optional[list[int]], pad_id: int):
