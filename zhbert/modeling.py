@@ -221,14 +221,33 @@ class BertConfig:
 
 
 # --------------------------------------------------------------------------------- outputs
+class ModelOutput(dict):
+    """Base of the output dataclasses: also a dict of its fields (as transformers'
+    ``ModelOutput`` is), so wrappers that walk dicts to find tensors -- DeepSpeed ZeRO-3's
+    backward hooks do -- see them. Item assignment updates the attribute and vice versa."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            dict.__setitem__(self, f.name, getattr(self, f.name))
+
+    def __setitem__(self, key, value) -> None:
+        dict.__setitem__(self, key, value)
+        object.__setattr__(self, key, value)
+
+    def __setattr__(self, key, value) -> None:
+        object.__setattr__(self, key, value)
+        if key in self:
+            dict.__setitem__(self, key, value)
+
+
 @dataclass
-class BertModelOutput:
+class BertModelOutput(ModelOutput):
     last_hidden_state: Tensor  # (B, T, H); zeros at padding positions
     pooler_output: Tensor      # (B, H)
 
 
 @dataclass
-class BertPreTrainingOutput:
+class BertPreTrainingOutput(ModelOutput):
     """Output of :meth:`BertForPreTraining.forward`.
 
     prediction_logits: with ``labels``: (M, V) at the M positions where labels != -100, in
@@ -253,7 +272,7 @@ class BertPreTrainingOutput:
 
 
 @dataclass
-class SequenceClassifierOutput:
+class SequenceClassifierOutput(ModelOutput):
     loss: Tensor | None  # CE (num_labels > 1) or MSE (num_labels == 1); None without labels
     logits: Tensor       # (B, num_labels)
 
