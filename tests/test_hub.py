@@ -608,3 +608,51 @@ def test_downloaded_model_runs_clue_eval(server, bundle, tmp_path, monkeypatch):
     acc = results["tasks"]["tnews"]["seeds"]["1"]["dev_accuracy"]
     assert 0.0 <= acc <= 1.0
     assert len(server.requests) == 1  # downloaded once, by name
+
+
+def test_tf_variables_convert_to_the_same_model(tmp_path):
+    """The TF-free half of the Google-checkpoint conversion: variables named as Google's TF
+    BERT names them (kernels stored (in, out), LayerNorm gamma/beta, optimizer slots present)
+    become a state dict that gives transformers' logits exactly."""
+    import re
+
+    import torch
+    import transformers
+    from safetensors.torch import save_file
+
+    from zhbert.hub import tf_variables_to_state_dict
+    from zhbert.modeling import BertForPreTraining
+
+    hf_cfg = transformers.BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=64, max_position_embeddings=32)
+    torch.manual_seed(0)
+    ref = transformers.BertForPreTraining(hf_cfg).eval()
+
+    def google_name(key: str) -> tuple[str, bool]:  # independent inverse of Google -> HF naming
+        if key == "cls.predictions.bias":
+            return "cls/predictions/output_bias", False
+        if key.startswith("cls.seq_relationship."):
+            return "cls/seq_relationship/output_" + ("weights" if key.endswith("weight") else "bias"), False
+        name = re.sub(r"\.layer\.(\d+)\.", r".layer_\1.", key).replace(".", "/")
+        if "LayerNorm" in name:
+            return name.replace("/weight", "/gamma").replace("/bias", "/beta"), False
+        if name.endswith("_embeddings/weight"):
+            return name[: -len("/weight")], False
+        return (name[: -len("/weight")] + "/kernel", True) if name.endswith("/weight") else (name, False)
+
+    variables = [("global_step", 7)]
+    for key, t in ref.state_dict().items():
+        if key in ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias") or "position_ids" in key:
+            continue
+        name, transpose = google_name(key)
+        arr = t.detach().numpy()
+        variables += [(name, arr.T if transpose else arr), (name + "/adam_m", arr * 0 + 1)]
+    sd = tf_variables_to_state_dict(variables)
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(hf_cfg.to_json_string())
+    ours = BertForPreTraining.from_pretrained(tmp_path).eval()
+    ids = torch.randint(5, 60, (2, 12))
+    with torch.no_grad():
+        a, b = ours(ids), ref(ids)
+    assert torch.allclose(a.prediction_logits, b.prediction_logits, atol=1e-5)
+    assert torch.allclose(a.seq_relationship_logits, b.seq_relationship_logits, atol=1e-5)

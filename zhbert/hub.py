@@ -763,6 +763,27 @@ def tf_name_to_hf(name: str) -> Optional[tuple[str, bool]]:
     return key, transpose
 
 
+def tf_variables_to_state_dict(variables) -> dict:
+    """(TF variable name, array) pairs -> normalised HF state dict (the TF-free half of the
+    conversion: names mapped, kernels transposed, optimizer slots dropped, tied decoder left out)."""
+    import numpy as np
+    import torch
+
+    from zhbert.weights import normalize_state_dict
+
+    sd: dict[str, torch.Tensor] = {}
+    for name, value in variables:
+        mapped = tf_name_to_hf(name)
+        if mapped is None:
+            continue
+        key, transpose = mapped
+        arr = np.asarray(value, dtype=np.float32)
+        sd[key] = torch.from_numpy(arr.T.copy() if transpose else arr)
+    sd = normalize_state_dict(sd)
+    sd.pop("cls.predictions.decoder.weight", None)  # tied to the word embeddings
+    return sd
+
+
 def convert_tf_checkpoint(tf_dir: str | Path, out_dir: str | Path) -> Path:
     """Google TF BERT (bert_model.ckpt.* + bert_config.json + vocab.txt) -> HF directory.
 
@@ -781,23 +802,11 @@ def convert_tf_checkpoint(tf_dir: str | Path, out_dir: str | Path) -> Path:
             f"{tf_dir} is a Google TensorFlow checkpoint ({TF_INDEX}); converting it needs "
             f"TensorFlow: `pip install tensorflow` (CPU is enough), then run the command again. "
             f"Or download the PyTorch/safetensors release of the same model instead.") from None
-    import numpy as np
-    import torch
     from safetensors.torch import save_file
 
-    from zhbert.weights import normalize_state_dict
-
     reader = tf.train.load_checkpoint(str(tf_dir / "bert_model.ckpt"))
-    sd: dict[str, torch.Tensor] = {}
-    for name in sorted(reader.get_variable_to_shape_map()):
-        mapped = tf_name_to_hf(name)
-        if mapped is None:
-            continue
-        key, transpose = mapped
-        arr = np.asarray(reader.get_tensor(name), dtype=np.float32)
-        sd[key] = torch.from_numpy(arr.T.copy() if transpose else arr)
-    sd = normalize_state_dict(sd)
-    sd.pop("cls.predictions.decoder.weight", None)  # tied to the word embeddings
+    names = sorted(reader.get_variable_to_shape_map())
+    sd = tf_variables_to_state_dict((n, reader.get_tensor(n)) for n in names)
     tmp = Path(tempfile.mkdtemp(prefix=".convert.", dir=_mkdir(out_dir.parent)))
     try:
         save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp / "model.safetensors"),
