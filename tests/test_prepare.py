@@ -264,3 +264,17 @@ def test_tokenizer_files_record_the_corpus_normalisation(tmp_path, vocab, corpus
     assert tok.normalize("你好，ＡＢＣ！") == "你好,ABC!"
     raw = ChineseTokenizer.from_vocab(vocab)
     assert raw.normalization is None and raw.normalize("你好，") == "你好，"
+
+
+def test_same_output_wherever_the_corpus_lives(tmp_path, vocab, corpus):
+    """The validation split and the pairs depend on content and seed only, not on the corpus
+    path (another checkout or machine must prepare the same instances)."""
+    moved = tmp_path / "elsewhere" / "deeper" / "corpus.txt"
+    moved.parent.mkdir(parents=True)
+    moved.write_bytes(corpus.read_bytes())
+    prepare(config(tmp_path, vocab, dir=str(tmp_path / "a")))
+    prepare(config(tmp_path, vocab, dir=str(tmp_path / "b"), input=[str(moved)]))
+    for split in ("train", "validation"):
+        ta = datasets.load_from_disk(str(tmp_path / "a" / split)).data.table
+        tb = datasets.load_from_disk(str(tmp_path / "b" / split)).data.table
+        assert ta.num_rows > 0 and ta.equals(tb)

@@ -256,8 +256,10 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def _is_validation(seed: int, doc_id: str, fraction: float) -> bool:
-    h = hashlib.blake2b(f"{seed}/{doc_id}".encode("utf-8"), digest_size=8).digest()
+def _is_validation(seed: int, sentences: list[str], fraction: float) -> bool:
+    # Keyed by the document's content (duplicates are already dropped), not its path, so the
+    # split is the same wherever the corpus lives (another checkout, machine or mount point).
+    h = hashlib.blake2b(f"{seed}/".encode("utf-8") + "\n".join(sentences).encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(h, "little") / 2.0 ** 64 < fraction
 
 
@@ -349,7 +351,7 @@ def _shard_jobs(cfg: DataConfig, read_stats, out: Path) -> Iterator[dict]:
 
     for doc in iter_documents(cfg.input, fmt=cfg.format, text_field=cfg.text_field, fullwidth=cfg.fullwidth,
                               t2s=cfg.t2s, dedup=cfg.dedup, stats=read_stats):
-        docs.append((doc.id, doc.sentences, _is_validation(cfg.seed, doc.id, cfg.validation_fraction)))
+        docs.append((doc.id, doc.sentences, _is_validation(cfg.seed, doc.sentences, cfg.validation_fraction)))
         if len(docs) == cfg.shard_documents:
             yield job(docs)
             docs, index = [], index + 1
