@@ -1,5 +1,6 @@
 """`zhbert prepare` end to end on tiny corpora: real jieba, tokenizers and Arrow files."""
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -278,3 +279,40 @@ def test_same_output_wherever_the_corpus_lives(tmp_path, vocab, corpus):
         ta = datasets.load_from_disk(str(tmp_path / "a" / split)).data.table
         tb = datasets.load_from_disk(str(tmp_path / "b" / split)).data.table
         assert ta.num_rows > 0 and ta.equals(tb)
+
+
+def test_vocab_given_as_directory_or_checkpoint_name(tmp_path, vocab, corpus, monkeypatch):
+    """data.vocab may name a directory holding vocab.txt, or a registered checkpoint whose
+    vocab.txt is used (here resolved offline from a pre-populated huggingface_hub cache)."""
+    import shutil
+
+    vdir = tmp_path / "tokdir"
+    vdir.mkdir()
+    shutil.copy(vocab, vdir / "vocab.txt")
+    def cfg(out, v):
+        return dataclasses.replace(config(tmp_path, vocab, dir=str(tmp_path / out)), vocab=v)
+
+    a = prepare(cfg("a", str(vdir)))
+
+    cache = tmp_path / "hf" / "hub"
+    snap = cache / "models--org--chinese-vocab" / "snapshots" / ("0" * 40)
+    snap.mkdir(parents=True)
+    shutil.copy(vocab, snap / "vocab.txt")
+    (snap / "config.json").write_text('{"model_type": "bert"}')
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(snap / "model.safetensors"))  # a hub checkpoint has weights
+    (cache / "models--org--chinese-vocab" / "refs").mkdir()
+    (cache / "models--org--chinese-vocab" / "refs" / "main").write_text("0" * 40)
+    reg = tmp_path / "reg.yaml"
+    reg.write_text("checkpoints:\n  my-vocab:\n    hub_id: org/chinese-vocab\n", encoding="utf-8")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("ZHBERT_REGISTRY", str(reg))
+    b = prepare(cfg("b", "my-vocab"))
+    assert a["vocab_sha256"] == b["vocab_sha256"] == hashlib.sha256(vocab.read_bytes()).hexdigest()
+    assert datasets.load_from_disk(str(tmp_path / "a" / "train")).data.table.equals(
+        datasets.load_from_disk(str(tmp_path / "b" / "train")).data.table)
+    with pytest.raises(DataError, match="missing.txt: vocab file not found"):
+        prepare(cfg("c", str(tmp_path / "missing.txt")))

@@ -388,6 +388,28 @@ def _run_jobs(jobs: Iterator[dict], workers: int, done: set[int]) -> Iterator[tu
             yield j, (r if was else r.get()), was
 
 
+def resolve_vocab(spec: str) -> Path:
+    """``data.vocab``: a vocab.txt file, a directory holding one, or (not a path that exists
+    and not ending in .txt) a checkpoint name, hub id or URL whose vocab.txt is used, e.g.
+    ``bert-base-chinese`` -- fetched once through zhbert.hub and cached."""
+    p = Path(spec)
+    if p.is_file():
+        return p
+    if p.is_dir():
+        if (p / "vocab.txt").is_file():
+            return p / "vocab.txt"
+        raise DataError(f"{p}: directory has no vocab.txt (data.vocab)")
+    if spec.endswith(".txt"):
+        raise DataError(f"{spec}: vocab file not found (data.vocab)")
+    from zhbert.hub import resolve_model
+
+    d = Path(resolve_model(spec))
+    for cand in (d / "vocab.txt", d / "hf" / "vocab.txt"):
+        if cand.is_file():
+            return cand
+    raise DataError(f"data.vocab {spec!r} resolved to {d}, which has no vocab.txt")
+
+
 def prepare(cfg: DataConfig) -> dict:
     """Run ``zhbert prepare`` for ``cfg`` (see module docstring); returns the stats dict."""
     from tqdm.auto import tqdm
@@ -398,6 +420,7 @@ def prepare(cfg: DataConfig) -> dict:
     t0 = time.perf_counter()
     if not cfg.input:
         raise DataError("no input given: set data.input (or --input) to corpus files or directories")
+    cfg = dataclasses.replace(cfg, vocab=str(resolve_vocab(cfg.vocab)))
     tokenizer = ChineseTokenizer.from_vocab(cfg.vocab)  # DataError naming the vocab
     # The saved tokenizer files record the corpus normalisation, so every export carries it
     # to fine-tuning (ChineseTokenizer.normalize), which then sees text as pretraining did.
