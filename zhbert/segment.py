@@ -111,6 +111,18 @@ def _jieba_tokenizer(user_dict: Optional[str]):
     return _JIEBA_CACHE[user_dict]
 
 
+_FASTCUT_CACHE: dict[Optional[str], object] = {}
+
+
+def _fast_cut(user_dict: Optional[str]):
+    """One ``FastCut`` per (process, user dictionary), over the cached jieba tokenizer."""
+    if user_dict not in _FASTCUT_CACHE:
+        from zhbert.fastcut import FastCut
+
+        _FASTCUT_CACHE[user_dict] = FastCut(_jieba_tokenizer(user_dict))
+    return _FASTCUT_CACHE[user_dict]
+
+
 def _tag_table(user_dict: Optional[str]) -> dict[str, str]:
     """word -> POS tag from jieba's dictionary (+ the user dictionary's tags), loaded once."""
     if user_dict not in _TAGS_CACHE:
@@ -271,76 +283,52 @@ class Segmenter:
         are remembered. A block's cut depends on nothing but the block (jieba cuts blocks
         independently), so a repeated block ("但是", "中国") gets the same words without the
         DAG and HMM; 8-14% of the characters of the shared corpora are in repeated blocks.
+        The new blocks of `text` are cut together by ``zhbert.fastcut.FastCut`` (jieba's
+        algorithm, same output, about 2x faster; the HMM runs of all blocks in one vectorised
+        Viterbi pass), and the HMM's words for a repeated run of unknown characters are
+        remembered too.
         """
         import jieba
 
         re_han, re_skip = jieba.re_han_default, jieba.re_skip_default
-        cut_block = self._cut_dag if self.hmm else self._jieba._Tokenizer__cut_DAG_NO_HMM
         cache = self._blocks
-        words: list[str] = []
+        pieces: list = []  # words of a non-han stretch or of a cached block (list), or a block to cut (str)
+        todo: dict[str, None] = {}
         han = True  # re.split with one group alternates non-han, han, non-han, ... (toggled first)
         for blk in re_han.split(text):
             han = not han
             if not blk:
                 continue
             if not han:
+                words = []
                 for x in re_skip.split(blk):
                     if re_skip.match(x):
                         words.append(x)
                     else:
                         words.extend(x)  # one word per character
+                pieces.append(words)
                 continue
             got = cache.get(blk)
             if got is None:
-                got = list(cut_block(blk))
-                if len(blk) <= _BLOCK_CACHE_CHARS:
-                    if len(cache) >= _BLOCK_CACHE_SIZE:
-                        cache.clear()
-                    cache[blk] = got
-            words.extend(got)
+                pieces.append(blk)
+                todo[blk] = None
+            else:
+                pieces.append(got)
+        cut = {}
+        if todo:
+            fast = _fast_cut(self.user_dict)
+            blocks = list(todo)
+            if self.hmm:
+                cut = dict(zip(blocks, fast.cut_hmm_many(blocks, self._hmm_runs)))
+            else:
+                cut = {b: fast.cut_no_hmm(b) for b in blocks}
+            if len(cache) + len(cut) > _BLOCK_CACHE_SIZE:
+                cache.clear()
+            cache.update((b, w) for b, w in cut.items() if len(b) <= _BLOCK_CACHE_CHARS)
+        words: list[str] = []
+        for p in pieces:
+            words.extend(cut[p] if type(p) is str else p)
         return words
-
-    def _cut_dag(self, sentence: str) -> list[str]:
-        """jieba's ``Tokenizer.__cut_DAG`` (HMM on) line for line, except that the HMM's words
-        for a run of unknown characters are remembered (runs like "我用" repeat often)."""
-        from jieba import finalseg
-
-        tok = self._jieba
-        freq = tok.FREQ
-        hmm_cache = self._hmm_runs
-        dag = tok.get_DAG(sentence)
-        route: dict = {}
-        tok.calc(sentence, dag, route)
-        out: list[str] = []
-
-        def flush(buf: str) -> None:
-            if len(buf) == 1:
-                out.append(buf)
-            elif not freq.get(buf):
-                got = hmm_cache.get(buf)
-                if got is None:
-                    got = list(finalseg.cut(buf))
-                    if len(hmm_cache) >= _BLOCK_CACHE_SIZE:
-                        hmm_cache.clear()
-                    hmm_cache[buf] = got
-                out.extend(got)
-            else:
-                out.extend(buf)
-
-        x, n, buf = 0, len(sentence), ""
-        while x < n:
-            y = route[x][1] + 1
-            if y - x == 1:
-                buf += sentence[x:y]
-            else:
-                if buf:
-                    flush(buf)
-                    buf = ""
-                out.append(sentence[x:y])
-            x = y
-        if buf:
-            flush(buf)
-        return out
 
     def __repr__(self) -> str:
         return f"Segmenter(hmm={self.hmm}, user_dict={self.user_dict!r}, entity_mode={self.entity_mode!r})"
