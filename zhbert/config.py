@@ -48,7 +48,8 @@ class DataConfig:
     jieba_hmm: bool = True
     jieba_user_dict: Optional[str] = None
     entity_mode: str = "dict"  # dict | posseg | none (ERNIE entity/phrase spans)
-    shard_documents: int = 2000  # documents per shard (unit of parallelism and resume)
+    shard_documents: int = 2000  # documents per shard (unit of parallelism and resume) ...
+    shard_chars: int = 2_000_000  # ... or fewer: a shard also closes at this many characters
     workers: int = 1
     seed: int = 12345
     overwrite: bool = False
@@ -62,6 +63,7 @@ class DataConfig:
         _check(where, "data.validation_fraction", 0 <= self.validation_fraction < 1, "must be in [0, 1)")
         _check(where, "data.dupe_factor", self.dupe_factor >= 1, "must be >= 1")
         _check(where, "data.shard_documents", self.shard_documents >= 1, "must be >= 1")
+        _check(where, "data.shard_chars", self.shard_chars >= 1, "must be >= 1")
         _check(where, "data.workers", self.workers >= 1, "must be >= 1")
 
 

@@ -1,8 +1,10 @@
 """Stage 6: ``zhbert prepare`` -- corpus -> segmented, aligned sentence-pair instances on disk.
 
     documents (zhbert.corpus, read and deduplicated in the main process, in input order)
-      -> shards of ``shard_documents`` documents (shard k = the k-th group: independent of
-         the number of workers, so the output is too)
+      -> shards of ``shard_documents`` documents, or fewer when they reach ``shard_chars``
+         characters (shard k = the k-th group: independent of the number of workers, so the
+         output is too; the character cap keeps shards of long documents as small as shards of
+         short ones, so workers finish together)
       -> worker processes, each with ONE tokenizer and ONE jieba dictionary for its lifetime:
          tokenize + segment + align (zhbert.segment), then sentence pairs (zhbert.instances)
          with ``random.Random`` seeded from (seed, shard, dupe pass, split)
@@ -336,7 +338,7 @@ def _shard_jobs(cfg: DataConfig, read_stats, out: Path) -> Iterator[dict]:
                                          "dupe_factor", "max_seq_length", "short_seq_prob", "pair_mode")}
     base["dir"] = str(out)
     docs: list = []
-    index = seen = 0
+    index = seen = chars = 0
     any_val = False
 
     def job(docs):
@@ -352,9 +354,10 @@ def _shard_jobs(cfg: DataConfig, read_stats, out: Path) -> Iterator[dict]:
     for doc in iter_documents(cfg.input, fmt=cfg.format, text_field=cfg.text_field, fullwidth=cfg.fullwidth,
                               t2s=cfg.t2s, dedup=cfg.dedup, stats=read_stats):
         docs.append((doc.id, doc.sentences, _is_validation(cfg.seed, doc.sentences, cfg.validation_fraction)))
-        if len(docs) == cfg.shard_documents:
+        chars += sum(map(len, doc.sentences))
+        if len(docs) == cfg.shard_documents or chars >= cfg.shard_chars:
             yield job(docs)
-            docs, index = [], index + 1
+            docs, index, chars = [], index + 1, 0
     if docs:
         yield job(docs)
 
