@@ -10,6 +10,7 @@ import pytest
 
 import zhbert.prepare as prep
 from zhbert.config import DataConfig
+from zhbert.corpus import ReadStats
 from zhbert.errors import DataError
 from zhbert.prepare import load_prepared, prepare, read_prepare_meta
 from zhbert.tokenizer import ChineseTokenizer, special_layout
@@ -114,6 +115,49 @@ def test_output_format_stats_and_word_alignment(tmp_path, vocab, corpus):
         sep = ids.index(tok.sep_id)
         assert types == [0] * (sep + 1) + [1] * (len(ids) - sep - 1)
     assert pieces >= 1
+
+
+def test_output_layout_is_what_datasets_writes(tmp_path, vocab, corpus):
+    # prepare writes the save_to_disk layout itself (no datasets import, no re-encoding);
+    # datasets' own save_to_disk of the same data must give the same metadata and schema.
+    import pyarrow as pa
+
+    cfg = config(tmp_path, vocab, shard_documents=2)
+    prepare(cfg)
+    out = Path(cfg.dir)
+    dd = datasets.load_from_disk(str(out))
+    ref = tmp_path / "ref"
+    dd.save_to_disk(str(ref))
+    assert json.loads((out / "dataset_dict.json").read_text()) == json.loads((ref / "dataset_dict.json").read_text())
+    for split in ("train", "validation"):
+        assert json.loads((out / split / "dataset_info.json").read_text()) == \
+            json.loads((ref / split / "dataset_info.json").read_text())
+        ours = json.loads((out / split / "state.json").read_text())
+        theirs = json.loads((ref / split / "state.json").read_text())
+        assert {k: v for k, v in ours.items() if k != "_fingerprint"} == \
+            {k: v for k, v in theirs.items() if k != "_fingerprint"}
+        (f,) = (out / split).glob("data-*.arrow")
+        (g,) = (ref / split).glob("data-*.arrow")
+        ta, tb = (pa.ipc.open_stream(pa.memory_map(str(x))).read_all() for x in (f, g))
+        assert ta.schema.equals(tb.schema, check_metadata=True)
+        assert ta.equals(tb)
+    assert prep._features_json() == prep.features().to_dict()
+
+
+def test_split_files_capped_in_size(tmp_path, vocab, corpus, monkeypatch):
+    # Shards are streamed into data-0000i-of-0000n.arrow files of at most ~_MAX_SPLIT_FILE_BYTES.
+    monkeypatch.setattr(prep, "_MAX_SPLIT_FILE_BYTES", 1)
+    cfg = config(tmp_path, vocab, shard_documents=2, validation_fraction=0)
+    stats = prepare(cfg)
+    files = sorted(p.name for p in (Path(cfg.dir) / "train").glob("*.arrow"))
+    n = stats["shards"]
+    assert files == [f"data-{k:05d}-of-{n:05d}.arrow" for k in range(n)]
+    whole = config(tmp_path, vocab, shard_documents=2, validation_fraction=0, dir=str(tmp_path / "whole"))
+    monkeypatch.setattr(prep, "_MAX_SPLIT_FILE_BYTES", 500 * 2**20)
+    prepare(whole)
+    assert len(list((tmp_path / "whole" / "train").glob("*.arrow"))) == 1
+    assert datasets.load_from_disk(cfg.dir)["train"].data.table.equals(
+        datasets.load_from_disk(whole.dir)["train"].data.table)
 
 
 def test_same_output_with_one_or_two_workers(tmp_path, vocab, corpus):
@@ -316,3 +360,17 @@ def test_vocab_given_as_directory_or_checkpoint_name(tmp_path, vocab, corpus, mo
         datasets.load_from_disk(str(tmp_path / "b" / "train")).data.table)
     with pytest.raises(DataError, match="missing.txt: vocab file not found"):
         prepare(cfg("c", str(tmp_path / "missing.txt")))
+
+
+
+def test_shards_close_at_shard_chars(tmp_path, vocab):
+    # Documents of 10, 10, 30, 5, 5, 5 characters; a shard closes when its documents reach 20
+    # characters (before 100 documents): [10, 10] [30] [5, 5, 5].
+    docs = [["春天来了花园里的花都开"[:10]], ["小鸟在树上唱歌孩子们"], ["上海是中国最大的城市之一黄浦江从市中心穿过外滩的夜景非常漂亮"[:30]],
+            ["他每天早上"], ["长江是中国"], ["这家餐厅的"]]
+    assert [len(d[0]) for d in docs] == [10, 10, 30, 5, 5, 5]
+    write_corpus(tmp_path / "corpus.txt", docs)
+    cfg = config(tmp_path, vocab, shard_documents=100, shard_chars=20, validation_fraction=0)
+    jobs = list(prep._shard_jobs(cfg, ReadStats(), Path(cfg.dir)))
+    assert [[len(s[0]) for _, s, _ in j["docs"]] for j in jobs] == [[10, 10], [30], [5, 5, 5]]
+    assert prepare(cfg)["shards"] == 3
