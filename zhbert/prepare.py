@@ -34,7 +34,9 @@ with a different config (or any directory that is not a zhbert output) is refuse
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+import gc
 import hashlib
 import itertools
 import json
@@ -151,7 +153,26 @@ def _components(job: dict):
         tok = ChineseTokenizer.from_vocab(job["vocab"])
         seg = Segmenter(hmm=job["jieba_hmm"], user_dict=job["jieba_user_dict"], entity_mode=job["entity_mode"])
         _STATE[key] = (tok, seg)
+        # They live as long as the process: keep the collector from walking jieba's
+        # dictionaries (~350K entries each) on every full collection.
+        gc.collect()
+        gc.freeze()
     return _STATE[key]
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """The cyclic garbage collector off while a shard is processed: segmentation allocates
+    millions of small lists and tuples, and the collections they trigger cost ~25% of the
+    shard's time; the work makes no reference cycles, so nothing piles up meanwhile."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _seed(*parts: Any) -> int:
@@ -196,6 +217,11 @@ def process_shard(job: dict) -> dict:
     ``job``: {"index", "docs": [(doc_id, sentences, is_validation)], "dir", and the data
     config fields used here}. Returns the shard's stats (also written to shard.json).
     """
+    with _gc_paused():
+        return _process_shard(job)
+
+
+def _process_shard(job: dict) -> dict:
     from zhbert.instances import create_instances
     from zhbert.segment import segment_sentences
 
