@@ -19,6 +19,7 @@ in workers.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import multiprocessing
 import os
@@ -115,7 +116,7 @@ def breakdown(docs: list[list[str]], vocab: str, rounds: int = 2) -> None:
     import jieba
 
     from zhbert.instances import create_instances
-    from zhbert.prepare import _SEGMENT_BATCH, _write_arrow
+    from zhbert.prepare import _SEGMENT_BATCH, _gc_paused, _write_arrow
     from zhbert.segment import Segmenter, segment_sentences, segment_sentences_reference
     from zhbert.tokenizer import ChineseTokenizer
 
@@ -158,11 +159,14 @@ def breakdown(docs: list[list[str]], vocab: str, rounds: int = 2) -> None:
     ]
     chars = sum(map(len, texts))
     base = None
+    gc.collect()
+    gc.freeze()  # as a prepare worker does with its tokenizer and jieba tables
     for name, fn in steps:
         best = float("inf")
         for _ in range(rounds):
             c0 = time.process_time()
-            fn()
+            with _gc_paused():  # as prepare runs a shard (jieba.lcut too, to compare like with like)
+                fn()
             best = min(best, time.process_time() - c0)
         base = base or best
         print(f"{name:<35} {best:6.2f} s CPU  {chars / best / 1e3:7.0f}K chars/s  {best / base:5.2f}x jieba")
