@@ -7,6 +7,7 @@ import jieba
 import pytest
 from jieba import finalseg
 
+from zhbert import fastcut
 from zhbert.fastcut import FastCut, Viterbi
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,4 +109,8 @@ def test_viterbi_equals_jieba_with_ties():
         emit = {y: {c: float(rng.randint(-2, 0)) for c in chars if rng.random() < 0.8} for y in "BMES"}
         obs = "".join(rng.choice(chars + "戊") for _ in range(rng.randint(1, 12)))
         _, ref = finalseg.viterbi(obs, "BMES", start, trans, emit)
-        assert Viterbi(start, trans, emit, finalseg.MIN_FLOAT)(obs) == "".join(ref), obs
+        viterbi = Viterbi(start, trans, emit, finalseg.MIN_FLOAT)
+        assert viterbi(obs) == "".join(ref), obs
+        # The vectorised decoder (numpy, used for batches) makes the same choices.
+        words = fastcut._hmm_words(obs, lambda _: "".join(ref))
+        assert viterbi.words_many([obs, obs]) == [words, words], obs

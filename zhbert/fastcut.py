@@ -368,24 +368,18 @@ class Viterbi:
         vB, vM, vE, vS = sB + em[:, 0, 0], sM + em[:, 0, 1], sE + em[:, 0, 2], sS + em[:, 0, 3]
         back = np.empty((length, 4, n), dtype=np.int8)
         where = np.where
+
+        def best(early, late, i_early, i_late):
+            """Elementwise max over two predecessor states; a tie goes to the later letter."""
+            c = late >= early
+            return where(c, late, early), where(c, i_late, i_early)
+
         for t in range(1, length):
             mB, mM, mE, mS = em[:, t, 0], em[:, t, 1], em[:, t, 2], em[:, t, 3]
-            a, b = vE + tEB + mB, vS + tSB + mB
-            c = b >= a
-            nB = where(c, b, a)
-            back[t, 0] = where(c, 3, 2)
-            a, b = vM + tMM + mM, vB + tBM + mM
-            c = a >= b
-            nM = where(c, a, b)
-            back[t, 1] = where(c, 1, 0)
-            a, b = vB + tBE + mE, vM + tME + mE
-            c = b >= a
-            nE = where(c, b, a)
-            back[t, 2] = where(c, 1, 0)
-            a, b = vS + tSS + mS, vE + tES + mS
-            c = a >= b
-            nS = where(c, a, b)
-            back[t, 3] = where(c, 3, 2)
+            nB, back[t, 0] = best(vE + tEB + mB, vS + tSB + mB, 2, 3)
+            nM, back[t, 1] = best(vB + tBM + mM, vM + tMM + mM, 0, 1)
+            nE, back[t, 2] = best(vB + tBE + mE, vM + tME + mE, 0, 1)
+            nS, back[t, 3] = best(vE + tES + mS, vS + tSS + mS, 2, 3)
             vB, vM, vE, vS = nB, nM, nE, nS
         states = np.empty((n, length), dtype=np.int8)
         state = where(vS >= vE, 3, 2).astype(np.int8)
