@@ -13,9 +13,10 @@ jieba builds a dict of candidate lists per block, calls ``math.log`` for every c
 and its Viterbi copies a path list per state per character. ``FastCut`` computes the same
 numbers in the same order -- the same floating-point sums, so the same argmax -- with the
 route fused into one right-to-left pass over a table of precomputed log probabilities, and
-a Viterbi unrolled over the four states with back-pointers. Ties are broken as jieba's
-``max`` over ``(score, position)`` / ``(score, state)`` tuples breaks them: the larger
-position, the later state letter.
+the Viterbi run for all HMM runs of a batch at once (numpy, one (n, L) problem per run
+length, back-pointers instead of path copies). Ties are broken as jieba's ``max`` over
+``(score, position)`` / ``(score, state)`` tuples breaks them: the larger position, the
+later state letter.
 
 The tables are read from the ``jieba.Tokenizer`` (its ``FREQ``/``total``, user dictionary
 included) and from ``jieba.finalseg`` (start/transition/emission probabilities, forced
@@ -33,8 +34,10 @@ _HMM_CACHE_SIZE = 150_000  # HMM runs whose words ``cut_hmm_many`` callers may r
 
 
 def _plan_buf(buf: str, plan: list, freq, hmm_cache: dict, todo: dict) -> None:
-    """``FastCut._flush`` deferred: a run for the HMM goes into the plan as its cached words
-    (a list) or, to be decoded with the batch, as a 1-tuple."""
+    """A run of characters the route left single, as jieba's ``__cut_DAG`` treats it: one
+    character is a word; a run that is a dictionary word is cut into characters; any other
+    run goes to the HMM -- into the plan as its cached words (a list) or, to be decoded with
+    the batch, as a 1-tuple."""
     if len(buf) == 1:
         plan.append(buf)
     elif not freq.get(buf):
@@ -91,37 +94,7 @@ class FastCut:
 
     def cut_hmm(self, s: str, hmm_cache: dict | None = None) -> list[str]:
         """jieba's ``__cut_DAG``: the route, with runs of single characters through the HMM."""
-        end = self.route(s)
-        freq = self._freq
-        out: list[str] = []
-        x, n, buf = 0, len(s), ""
-        while x < n:
-            y = end[x]
-            if y - x == 1:
-                buf += s[x]
-            else:
-                if buf:
-                    self._flush(buf, out, freq, hmm_cache)
-                    buf = ""
-                out.append(s[x:y])
-            x = y
-        if buf:
-            self._flush(buf, out, freq, hmm_cache)
-        return out
-
-    def _flush(self, buf: str, out: list[str], freq, hmm_cache) -> None:
-        if len(buf) == 1:
-            out.append(buf)
-        elif not freq.get(buf):
-            if hmm_cache is None:
-                out.extend(self.hmm_cut(buf))
-                return
-            got = hmm_cache.get(buf)
-            if got is None:
-                got = hmm_cache[buf] = self.hmm_cut(buf)
-            out.extend(got)
-        else:
-            out.extend(buf)
+        return self.cut_hmm_many([s], hmm_cache)[0]
 
     def cut_hmm_many(self, blocks: list[str], hmm_cache: dict | None = None) -> list[list[str]]:
         """``[cut_hmm(b) for b in blocks]`` with every HMM run of the batch decoded in one
@@ -214,24 +187,11 @@ class FastCut:
 
     def hmm_cut(self, s: str) -> list[str]:
         """``list(jieba.finalseg.cut(s))``."""
-        fs = self._finalseg
-        force_split = fs.Force_Split_Words
-        out: list[str] = []
-        for blk in fs.re_han.split(s):
-            if fs.re_han.match(blk):
-                for word in _hmm_words(blk, self.viterbi):
-                    if word in force_split:
-                        out.extend(word)
-                    else:
-                        out.append(word)
-            else:
-                out.extend(x for x in fs.re_skip.split(blk) if x)
-        return out
+        return self.hmm_cut_many([s])[0]
 
 
-def _hmm_words(s: str, viterbi_states) -> list[str]:
-    """``finalseg.__cut``: Viterbi over B/M/E/S, then words from the state sequence."""
-    states = viterbi_states(s)
+def _hmm_words(s: str, states: str) -> list[str]:
+    """``finalseg.__cut``'s words from the Viterbi state string (B/M/E/S) of `s`."""
     out: list[str] = []
     begin = nexti = 0
     for i, pos in enumerate(states):
@@ -269,30 +229,18 @@ class Viterbi:
                        t["B", "E"], t["M", "E"], t["S", "S"], t["E", "S"])
 
     def __call__(self, obs: str) -> str:
-        emit, default = self._emit.get, self._emit_default
-        tEB, tSB, tMM, tBM, tBE, tME, tSS, tES = self._trans
-        mB, mM, mE, mS = emit(obs[0], default)
-        sB, sM, sE, sS = self._start
-        vB, vM, vE, vS = sB + mB, sM + mM, sE + mE, sS + mS
-        back = []  # per position t >= 1: the previous state of B, M, E, S
-        for c in obs[1:]:
-            mB, mM, mE, mS = emit(c, default)
-            a, b = vE + tEB + mB, vS + tSB + mB
-            nB, pB = (b, 3) if b >= a else (a, 2)
-            a, b = vM + tMM + mM, vB + tBM + mM
-            nM, pM = (a, 1) if a >= b else (b, 0)
-            a, b = vB + tBE + mE, vM + tME + mE
-            nE, pE = (b, 1) if b >= a else (a, 0)
-            a, b = vS + tSS + mS, vE + tES + mS
-            nS, pS = (a, 3) if a >= b else (b, 2)
-            vB, vM, vE, vS = nB, nM, nE, nS
-            back.append((pB, pM, pE, pS))
-        state = 3 if vS >= vE else 2  # indices into "BMES"
-        path = [state]
-        for prev in reversed(back):
-            state = prev[state]
-            path.append(state)
-        return "".join(["BMES"[i] for i in reversed(path)])
+        """The state string of one observation (``words_many``'s decoder on one row)."""
+        return "".join(["BMES"[k] for k in self._decode(self._emissions([obs]))[0]]) if obs else ""
+
+    def _emissions(self, group: list[str]):
+        """Emission log-probabilities (n, L, 4) of n strings of length L (MIN_FLOAT for a
+        character outside the table, as jieba's ``emit_p[y].get(c, MIN_FLOAT)``)."""
+        import numpy as np
+
+        table, rows = self._emit_array()
+        cps = np.frombuffer("".join(group).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        em = table[rows[np.minimum(cps, len(rows) - 1)] * (cps < len(rows))]  # (n*L, 4)
+        return em.reshape(len(group), -1, 4)
 
     def words_many(self, blocks: list[str]) -> list[list[str]]:
         """``list(finalseg.__cut(b))`` for each block of characters, decoded together.
@@ -309,18 +257,13 @@ class Viterbi:
         by_len: dict[int, list[str]] = {}
         for b in blocks:
             by_len.setdefault(len(b), []).append(b)
-        table, rows = self._emit_array()
         for length, group in by_len.items():
             if length <= 1:
                 for b in group:  # one character: one word, whatever its state
                     result[b] = [b] if b else []
                 continue
-            n = len(group)
             joined = "".join(group)
-            cps = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-            em = table[rows[np.minimum(cps, len(rows) - 1)] * (cps < len(rows))]  # (n*L, 4)
-            em = em.reshape(n, length, 4)
-            states = self._decode(em)  # (n, L) int8, 0..3 = B M E S
+            states = self._decode(self._emissions(group))  # (n, L) int8, 0..3 = B M E S
             starts_word = (states == 0) | (states == 3)
             ends_word = states >= 2
             regular = starts_word[:, 0] & np.all(starts_word[:, 1:] == ends_word[:, :-1], axis=1)
@@ -340,7 +283,7 @@ class Viterbi:
                     result[b] = words[lo:hi]
             for i in bad_rows:
                 b = group[i]
-                result[b] = _hmm_words(b, lambda _b, i=i: "".join("BMES"[k] for k in states[i]))
+                result[b] = _hmm_words(b, "".join(["BMES"[k] for k in states[i]]))
         return [result[b] for b in blocks]
 
     def _emit_array(self):
