@@ -21,7 +21,7 @@ later state letter.
 The tables are read from the ``jieba.Tokenizer`` (its ``FREQ``/``total``, user dictionary
 included) and from ``jieba.finalseg`` (start/transition/emission probabilities, forced
 splits) when ``FastCut`` is built: build it after loading a user dictionary. Tests check
-the output equals ``jieba.Tokenizer.lcut`` on real text, with and without the HMM.
+the output equals jieba's own block cut on real text, with and without the HMM.
 """
 
 from __future__ import annotations
@@ -218,12 +218,17 @@ class Viterbi:
     """
 
     def __init__(self, start_p, trans_p, emit_p, min_float: float):
+        import numpy as np
+
         m = min_float
         self._start = tuple(start_p[y] for y in "BMES")
-        # char -> its four emission log-probabilities: one lookup per character.
-        chars = set().union(*(emit_p[y] for y in "BMES"))
-        self._emit = {c: tuple(emit_p[y].get(c, m) for y in "BMES") for c in chars}
-        self._emit_default = (m, m, m, m)
+        # Emission log-probabilities as a table (row 0: MIN_FLOAT for a character outside
+        # it, as jieba's ``emit_p[y].get(c, MIN_FLOAT)``) and code point -> row.
+        chars = sorted(set().union(*(emit_p[y] for y in "BMES")))
+        self._table = np.array([(m, m, m, m)] + [tuple(emit_p[y].get(c, m) for y in "BMES") for c in chars],
+                               dtype=np.float64)
+        self._rows = np.zeros(max([ord(c) for c in chars] + [0]) + 1, dtype=np.int64)
+        self._rows[[ord(c) for c in chars]] = np.arange(1, len(chars) + 1)
         t = {(a, b): trans_p[a].get(b, m) for a in "BMES" for b in "BMES"}
         self._trans = (t["E", "B"], t["S", "B"], t["M", "M"], t["B", "M"],
                        t["B", "E"], t["M", "E"], t["S", "S"], t["E", "S"])
@@ -237,7 +242,7 @@ class Viterbi:
         character outside the table, as jieba's ``emit_p[y].get(c, MIN_FLOAT)``)."""
         import numpy as np
 
-        table, rows = self._emit_array()
+        table, rows = self._table, self._rows
         cps = np.frombuffer("".join(group).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
         em = table[rows[np.minimum(cps, len(rows) - 1)] * (cps < len(rows))]  # (n*L, 4)
         return em.reshape(len(group), -1, 4)
@@ -285,21 +290,6 @@ class Viterbi:
                 b = group[i]
                 result[b] = _hmm_words(b, "".join(["BMES"[k] for k in states[i]]))
         return [result[b] for b in blocks]
-
-    def _emit_array(self):
-        """(table (R, 4) float64 with row 0 = all MIN_FLOAT, code point -> row (int64))."""
-        if getattr(self, "_emit_np", None) is None:
-            import numpy as np
-
-            chars = sorted(self._emit)
-            table = np.array([self._emit_default] + [self._emit[c] for c in chars], dtype=np.float64)
-            size = max([ord(c) for c in chars if len(c) == 1] + [0]) + 1
-            rows = np.zeros(size, dtype=np.int64)
-            for r, c in enumerate(chars, 1):
-                if len(c) == 1:
-                    rows[ord(c)] = r
-            self._emit_np = (table, rows)
-        return self._emit_np
 
     def _decode(self, em):
         """Viterbi states (n, L) int8 for emission log-probabilities em (n, L, 4)."""
