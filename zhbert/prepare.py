@@ -596,7 +596,7 @@ def _finalise(out: Path, shards: int, tokenizer) -> None:
         # Shards without instances of this split are left out, and so is a split without any
         # (`datasets` cannot reload an empty split: validation with validation_fraction 0).
         files = []
-        digest = hashlib.blake2b(digest_size=8)
+        digest = hashlib.blake2b(split.encode(), digest_size=8)  # the split's fingerprint
         for i in range(shards):
             shard_dir = out / SHARDS_DIR / f"shard_{i:05d}"
             stats = _read_json(shard_dir / "shard.json") or {}
