@@ -37,7 +37,12 @@ Speed techniques (training step on CPU vs ``transformers.BertForPreTraining``, s
    instead of three (better cache use, one kernel launch); the parameters stay separate, so
    the state-dict names do not change.
 4. ``torch.nn.functional.scaled_dot_product_attention`` with a boolean padding mask (the fused
-   flash kernel on CPU and GPU), no mask at all when the batch has no padding.
+   flash kernel on CPU and GPU), no mask at all when the batch has no padding; Q/K/V are
+   split (not indexed) out of the fused projection, so the backward concatenates their
+   gradients instead of zero-filling a 3-way buffer three times. On CPU in training, dropout
+   (and the attention-probability dropout, where SDPA takes its math path anyway) draws its
+   mask from 16-bit lanes of 64-bit random words instead of ``bernoulli_``:
+   :mod:`zhbert.cpu_ops`.
 5. Last layer on needed rows only: the heads read [CLS] and (with labels) the masked tokens,
    so the last layer uses every token as key/value but runs its attention-output projection
    and feed-forward block only on those K ~ 0.15 N rows (exact: nothing else reaches the
@@ -64,6 +69,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from zhbert.cpu_ops import attention, dropout
 from zhbert.errors import ConfigError
 from zhbert.padding import Unpadded, pad, unpad, unpad_mask
 from zhbert.weights import LoadReport, load_into, load_state_dict, normalize_state_dict
@@ -292,7 +298,7 @@ class BertEmbeddings(nn.Module):
         # all (N,) -> (N, H); same summation order as HF for bit-level parity
         x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
         x = x + self.position_embeddings(position_ids)
-        return F.dropout(self.LayerNorm(x), self.p, self.training)
+        return dropout(self.LayerNorm(x), self.p, self.training)
 
 
 class BertSelfAttention(nn.Module):
@@ -312,10 +318,11 @@ class BertSelfAttention(nn.Module):
         b = torch.cat([self.query.bias, self.key.bias, self.value.bias])        # (3H,)
         qkv = pad(F.linear(x, w, b), layout)  # (B, T', 3H), zeros at padding
         bsz, t = layout.batch_size, layout.seqlen
-        qkv = qkv.view(bsz, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        ctx = F.scaled_dot_product_attention(  # (B, A, T', d)
-            qkv[0], qkv[1], qkv[2], attn_mask=layout.attn_mask,
-            dropout_p=self.p if self.training else 0.0)
+        # split, not indexing a (3, B, A, T', d) view: split's backward concatenates the three
+        # gradients, where each index's (select's) backward zero-fills the whole 3-way tensor.
+        q, k, v = (y.view(bsz, t, self.num_heads, self.head_dim).transpose(1, 2)
+                   for y in qkv.split(self.num_heads * self.head_dim, dim=-1))
+        ctx = attention(q, k, v, layout.attn_mask, self.p, self.training)  # (B, A, T', d): SDPA, or its math on CPU
         ctx = ctx.transpose(1, 2).reshape(bsz, t, self.num_heads * self.head_dim)  # (B, T', H)
         return unpad(ctx, layout)
 
@@ -368,15 +375,15 @@ class BertLayer(nn.Module):
             a = att.self(att.output.LayerNorm(x), layout)
             if keep is not None:
                 a, x = a.index_select(0, keep), x.index_select(0, keep)  # (K, H)
-            x = x + F.dropout(att.output.dense(a), p, tr)
+            x = x + dropout(att.output.dense(a), p, tr)
             h = self.act(self.intermediate.dense(out.LayerNorm(x)))  # (N, I)
-            return x + F.dropout(out.dense(h), p, tr)
+            return x + dropout(out.dense(h), p, tr)
         a = att.self(x, layout)
         if keep is not None:
             a, x = a.index_select(0, keep), x.index_select(0, keep)  # (K, H)
-        x = att.output.LayerNorm(F.dropout(att.output.dense(a), p, tr) + x)
+        x = att.output.LayerNorm(dropout(att.output.dense(a), p, tr) + x)
         h = self.act(self.intermediate.dense(x))  # (N, I)
-        return out.LayerNorm(F.dropout(out.dense(h), p, tr) + x)
+        return out.LayerNorm(dropout(out.dense(h), p, tr) + x)
 
 
 class BertEncoder(nn.Module):
