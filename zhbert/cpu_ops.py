@@ -40,8 +40,9 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     drop = round(p * _LANES)
     if x.device.type != "cpu" or drop >= _LANES:
         return F.dropout(x, p, True)
-    # Autograd keeps the bool mask (1 byte per element) for the backward pass, as F.dropout does.
-    return x * keep_mask(x.shape, drop, x.device) * (_LANES / (_LANES - drop))
+    # where(), not x * mask: no float copy of the mask; autograd keeps the bool mask (1 byte
+    # per element) for the backward pass, as F.dropout does.
+    return torch.where(keep_mask(x.shape, drop, x.device), x, 0.0).mul_(_LANES / (_LANES - drop))
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, p: float, training: bool) -> Tensor:
@@ -50,7 +51,14 @@ def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, p: floa
     that leaves every query row at least one key; on CPU in training with the fast mask."""
     if not training or p == 0.0 or q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p if training else 0.0)
-    scores = torch.matmul(q, k.transpose(-1, -2)).mul_(q.shape[-1] ** -0.5)  # (B, A, T, T)
+    drop = round(p * _LANES)
+    if drop >= _LANES:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+    # The scales go on the (B, A, T, d) operands, not the (B, A, T, T) scores: scaling q also
+    # makes it contiguous (the copy bmm would make anyway), and the dropout scale is applied
+    # to the output.
+    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))  # (B, A, T, T)
     if attn_mask is not None:
         scores = scores.masked_fill_(attn_mask.logical_not(), float("-inf"))
-    return torch.matmul(dropout(scores.softmax(-1), p, True), v)
+    probs = torch.where(keep_mask(scores.shape, drop, q.device), scores.softmax(-1), 0.0)
+    return torch.matmul(probs, v).mul_(_LANES / (_LANES - drop))
