@@ -29,3 +29,21 @@ def bert_chinese_vocab(shared_data) -> Path:
     if not vocab.is_file():
         pytest.skip(f"{vocab} not present")
     return vocab
+
+
+@pytest.fixture(scope="session")
+def shared_corpus_sample(shared_data):
+    """``sample(per_file)``: up to `per_file` evenly spaced non-blank lines of every file of
+    ../shared/data/pretrain_corpus, in path order (the test is skipped when it is absent)."""
+    root = shared_data / "pretrain_corpus"
+    if not root.is_dir():
+        pytest.skip(f"{root} not present")
+
+    def sample(per_file: int) -> list[str]:
+        texts = []
+        for f in sorted(p for p in root.rglob("*") if p.is_file()):
+            lines = [line for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+            texts += lines[:: max(1, len(lines) // per_file)][:per_file]
+        return texts
+
+    return sample

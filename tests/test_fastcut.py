@@ -57,15 +57,8 @@ def test_equals_jieba_on_sample_corpus(dt):
     assert_same_cuts(dt, FastCut(dt), han_blocks(repo_sample_lines()))
 
 
-def test_equals_jieba_on_shared_corpus(dt, shared_data):
-    root = shared_data / "pretrain_corpus"
-    if not root.is_dir():
-        pytest.skip(f"{root} not present")
-    texts = []
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
-        lines = [x for x in f.read_text(encoding="utf-8").splitlines() if x.strip()]
-        texts += lines[:: max(1, len(lines) // 1500)]
-    blocks = han_blocks(texts)
+def test_equals_jieba_on_shared_corpus(dt, shared_corpus_sample):
+    blocks = han_blocks(shared_corpus_sample(1500))
     assert sum(map(len, blocks)) > 100_000
     assert_same_cuts(dt, FastCut(dt), blocks)
 

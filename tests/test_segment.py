@@ -149,20 +149,9 @@ def test_bad_arguments():
 
 
 
-def corpus_sample(shared_data, per_file: int) -> list[str]:
-    """Up to `per_file` evenly spaced non-blank lines of every file in the shared corpus."""
-    root = shared_data / "pretrain_corpus"
-    if not root.is_dir():
-        pytest.skip(f"{root} not present")
-    texts = []
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
-        lines = [line for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
-        texts += lines[:: max(1, len(lines) // per_file)][:per_file]
-    return texts
-
-def test_batch_fast_path_equals_general_alignment(tok, seg, shared_data):
+def test_batch_fast_path_equals_general_alignment(tok, seg, shared_corpus_sample):
     """segment_sentences' fast path == align() == the token-by-token merging alignment, on real text."""
-    texts = [line[:200] for line in corpus_sample(shared_data, per_file=60)]
+    texts = [line[:200] for line in shared_corpus_sample(60)]
     texts += ["naïve Café", "C++和C#", "3.14亿元", "e-mail：a.b@c.com"]
     batch = segment_sentences(texts, tok, seg)
     cont = tok.continuation_flags().__getitem__
@@ -182,7 +171,7 @@ def test_batch_fast_path_equals_general_alignment(tok, seg, shared_data):
     assert seg.align_failures == 0
 
 
-def test_joined_batch_equals_per_sentence_reference(tok, shared_data):
+def test_joined_batch_equals_per_sentence_reference(tok, shared_corpus_sample):
     """The batched path (texts joined by "\\n", one jieba pass, numpy ranks, han-block cache)
     gives the same ids / word_ids / entity_ids as one jieba cut + alignment per sentence, on
     whole real sentences and on texts with newlines, carriage returns and odd characters."""
@@ -190,7 +179,7 @@ def test_joined_batch_equals_per_sentence_reference(tok, shared_data):
 
     from zhbert.segment import _segment_joined, segment_sentences_reference
 
-    texts = corpus_sample(shared_data, per_file=300)
+    texts = shared_corpus_sample(300)
     texts += ["naïve Café", "C++和C#", "a\nb 北京\n\n上海", "行尾\r", "\r\n中国", "  ", "", "x##y ##13",
               "𠀀𪜀丽\u3000全角　空格", "[MASK]北京[UNK]", "😀" * 3 + "犇犇", "email：a.b@c.com 3.14亿元"]
     texts += texts[:50]  # repeated sentences: served from the han-block cache the second time

@@ -53,16 +53,9 @@ def hf_legacy(bert_chinese_vocab):
 
 
 @pytest.fixture(scope="module")
-def corpus_lines(shared_data):
+def corpus_lines(shared_corpus_sample):
     """~4000 non-blank lines spread over every pretraining corpus file."""
-    root = shared_data / "pretrain_corpus"
-    if not root.is_dir():
-        pytest.skip(f"{root} not present")
-    lines = []
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
-        ls = [line for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
-        lines += ls[:: max(1, len(ls) // 500)][:500]
-    return lines
+    return shared_corpus_sample(500)
 
 
 def test_corpus_parity_with_transformers(tok, hf_ref, hf_legacy, corpus_lines):
