@@ -49,11 +49,9 @@ def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, p: floa
     """``F.scaled_dot_product_attention(q, k, v, attn_mask, dropout_p=p if training else 0)``
     for (B, A, T, d) inputs and a bool mask broadcastable to (B, A, T, T) (True = attend)
     that leaves every query row at least one key; on CPU in training with the fast mask."""
-    if not training or p == 0.0 or q.device.type != "cpu":
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p if training else 0.0)
     drop = round(p * _LANES)
-    if drop >= _LANES:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+    if not training or p == 0.0 or drop >= _LANES or q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p if training else 0.0)
     # The scales go on the (B, A, T, d) operands, not the (B, A, T, T) scores: scaling q also
     # makes it contiguous (the copy bmm would make anyway), and the dropout scale is applied
     # to the output.
