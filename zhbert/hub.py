@@ -25,7 +25,7 @@ The registry is YAML (``configs/checkpoints.yaml``; more files via ``--registry 
 Hub entries go through ``huggingface_hub.snapshot_download`` and its own cache (so
 ``HF_HOME``, ``HF_HUB_CACHE``, ``HF_ENDPOINT`` and ``HF_HUB_OFFLINE`` work as usual). URL
 entries land in zhbert's cache (``--cache-dir``, else ``$ZHBERT_CACHE``, else
-``~/.cache/zhbert``) and are placed atomically: the file is fetched into
+``$XDG_CACHE_HOME/zhbert``, else ``~/.cache/zhbert``; see ``zhbert.cache``) and are placed atomically: the file is fetched into
 ``downloads/<key>.part`` (resumed with an HTTP Range request after a dropped connection),
 its sha256 verified, the archive extracted into ``tmp/`` and checked member by member, and
 only then ``os.replace``-d to ``models/<key>/``. A directory under ``models/`` is therefore
@@ -49,7 +49,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import sys
 import tarfile
 import tempfile
@@ -189,7 +188,9 @@ def load_registry(files: Optional[list[str | Path]] = None, *, builtin: bool = T
 
 # ============================================================================ cache paths
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("ZHBERT_CACHE") or "~/.cache/zhbert").expanduser()
+    from zhbert.cache import cache_root
+
+    return cache_root()
 
 
 def _offline() -> bool:
@@ -367,11 +368,13 @@ def _download_url(entry: RegistryEntry, cache: Path, retries: int, timeout: floa
     if final.is_dir():
         return _ensure_hf_layout(final, cache, in_place=True)
     if _offline():
+        # A raw URL's entry name is our internal cache key: tell the user what they typed.
+        what, again = (entry.url, entry.url) if raw else (f"{entry.name} ({entry.url})", entry.name)
         raise CheckpointError(
-            f"{entry.name} ({entry.url}) is not in the zhbert cache {cache / 'models'} and "
-            f"HF_HUB_OFFLINE=1 forbids downloading it. Unset HF_HUB_OFFLINE and run `zhbert "
-            f"download {entry.name}` once with network access, or pass --cache-dir / ZHBERT_CACHE "
-            f"pointing at a cache that holds it.")
+            f"{what} is not in the zhbert cache {cache / 'models'} and HF_HUB_OFFLINE=1 forbids "
+            f"downloading it. Run `HF_HUB_OFFLINE=0 zhbert download {again}` once with network "
+            f"access, pass --cache-dir / set ZHBERT_CACHE to a cache that holds it, or fetch "
+            f"{entry.url} yourself, unpack it and pass the model directory instead.")
     downloads = cache / "downloads"
     tmp_root = cache / "tmp"
     for d in (downloads, tmp_root, final.parent):
@@ -493,7 +496,13 @@ def _fetch_once(url: str, part: Path, size: Optional[int], timeout: float) -> No
             part.unlink()
             raise _Interrupted("server refused to resume (HTTP 416), restarting from 0") from None
         raise ZhbertError(f"download failed: {url}: HTTP {e.code} {e.reason}") from None
+    except TimeoutError:  # connected, but no response headers in time
+        raise ZhbertError(f"download failed: {url}: no response within {timeout:g} s "
+                          f"(zhbert download --timeout SECONDS)") from None
     except URLError as e:
+        if isinstance(e.reason, TimeoutError):  # could not connect in time
+            raise ZhbertError(f"download failed: {url}: cannot connect within {timeout:g} s "
+                              f"(zhbert download --timeout SECONDS)") from None
         raise ZhbertError(f"download failed: {url}: {e.reason}") from None
     except (OSError, http.client.HTTPException) as e:
         raise ZhbertError(f"download failed: {url}: {type(e).__name__}: {e}") from None
@@ -514,14 +523,19 @@ def _fetch_once(url: str, part: Path, size: Optional[int], timeout: float) -> No
             with open(part, mode) as f, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
                                              unit_divisor=1024, desc=PurePosixPath(urlparse(url).path).name,
                                              disable=None, file=sys.stderr) as bar:
+                # read1: whatever has arrived (up to 1 MiB), so a stall mid-chunk keeps the
+                # bytes received so far in the .part file for the next resume.
+                read = getattr(resp, "read1", resp.read)
                 while True:
-                    chunk = resp.read(1 << 20)
+                    chunk = read(1 << 20)
                     if not chunk:
                         break
                     f.write(chunk)
                     done += len(chunk)
                     bar.update(len(chunk))
-        except (http.client.IncompleteRead, ConnectionError, socket.timeout, TimeoutError) as e:
+        except TimeoutError:
+            raise _Interrupted(f"no data for {timeout:g} s after {done} bytes") from None
+        except (http.client.IncompleteRead, ConnectionError) as e:
             raise _Interrupted(f"connection lost after {done} bytes: {type(e).__name__}") from None
         if total is not None and done < total:
             raise _Interrupted(f"connection closed after {done} of {total} bytes")
@@ -865,11 +879,14 @@ def add_cli(sub) -> None:
         "that, on stdout). Names come from configs/checkpoints.yaml, $ZHBERT_REGISTRY and "
         "--registry; hub ids (org/name) and http(s) URLs of .tar.gz/.zip bundles work directly.")
     p.add_argument("name", nargs="?", metavar="NAME_OR_URL")
-    p.add_argument("--cache-dir", help="default: $ZHBERT_CACHE or ~/.cache/zhbert (URL bundles); "
-                   "hub entries use the Hugging Face cache unless this is given")
+    p.add_argument("--cache-dir", help="default: $ZHBERT_CACHE, $XDG_CACHE_HOME/zhbert or ~/.cache/zhbert "
+                   "(URL bundles); hub entries use the Hugging Face cache unless this is given")
     p.add_argument("--revision", help="hub branch, tag or commit")
     p.add_argument("--registry", action="append", default=[], metavar="FILE",
                    help="extra registry YAML (repeatable; later files override earlier names)")
+    p.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="give up on a URL download when the server sends nothing for this long "
+                   "(connecting, waiting for a reply, or between data; default: 60)")
     p.add_argument("--list", action="store_true", help="show the registry and what is cached")
     p.set_defaults(func=_run_download)
 
@@ -880,6 +897,8 @@ def _run_download(args) -> int:
         return 0
     if not args.name:
         raise ZhbertError("give a checkpoint NAME_OR_URL (or --list)")
+    if not (args.timeout > 0 and args.timeout != float("inf")):  # NaN fails the first test
+        raise ConfigError(f"--timeout {args.timeout:g}: expected a positive number of seconds")
     print(download(args.name, cache_dir=args.cache_dir, revision=args.revision,
-                   registry_files=args.registry))
+                   registry_files=args.registry, timeout=args.timeout))
     return 0

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 from dataclasses import dataclass
 from itertools import chain, repeat
@@ -100,7 +99,7 @@ def _jieba_tokenizer(user_dict: Optional[str]):
             raise DataError(f"{user_dict}: jieba user dictionary not found")
         jieba.setLogLevel(logging.WARNING)  # silence "Building prefix dict ..." chatter
         tok = jieba.Tokenizer()
-        tok.initialize()
+        _initialize(tok)
         if user_dict is not None:
             path = Path(user_dict)
             try:
@@ -154,42 +153,86 @@ def _code_table(user_dict: Optional[str]) -> dict[str, str]:
     return _CODES_CACHE[user_dict]
 
 
-_MAIN_CODES: dict[str, dict[str, str]] = {}
+# Start-up tables derived from jieba's main dictionary, cached in zhbert's per-user cache
+# (zhbert.cache: checked JSON keyed by the dictionary's sha256). jieba's own cache is a
+# marshal file in the shared temp directory, which another local user can plant; it is
+# never read or written.
+_PREFIX_TABLE = "jieba_prefix"
+_CODES_TABLE = "jieba_codes"
+_MAIN_CODES: dict[str, dict[str, str]] = {}  # content key -> table, per process
+
+
+def _main_dict(tok) -> tuple[bytes, str]:
+    """Bytes of the tokenizer's main dictionary file and their sha256."""
+    f = tok.get_dict_file()
+    try:
+        data = f.read()
+    finally:
+        f.close()
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def _valid_prefix(value) -> bool:
+    """{"freq": {word: int >= 0}, "total": int}, as ``gen_pfdict`` returns them. ``total``
+    sums every dictionary line, so a word listed twice counts twice: total >= sum(freq)."""
+    if not (isinstance(value, dict) and set(value) == {"freq", "total"}):
+        return False
+    freq, total = value["freq"], value["total"]
+    return (isinstance(freq, dict) and type(total) is int
+            and all(type(n) is int and n >= 0 for n in freq.values()) and 0 < sum(freq.values()) <= total)
+
+
+def _initialize(tok) -> None:
+    """``jieba.Tokenizer.initialize`` without jieba's temp-dir marshal cache.
+
+    Same prefix dict (``FREQ``: every dictionary word -> its frequency, every proper prefix
+    of one -> 0; ``total``: sum of the frequencies) from the same ``gen_pfdict``, read from
+    the per-user table cache when a checked copy for this dictionary's content is there.
+    """
+    import io
+
+    from zhbert import cache
+
+    data, digest = _main_dict(tok)
+    key = cache.content_key("jieba-prefix/1", digest)
+    value = cache.load(_PREFIX_TABLE, key, _valid_prefix)
+    if value is None:
+        freq, total = tok.gen_pfdict(io.BytesIO(data))
+        cache.store(_PREFIX_TABLE, key, {"freq": freq, "total": total})
+    else:
+        freq, total = value["freq"], value["total"]
+    with tok.lock:
+        tok.FREQ, tok.total = freq, total
+        tok.initialized = True
+
+
+def _valid_codes(value) -> bool:
+    """{"words": newline-joined words, "codes": one E/N/A/x per word}."""
+    if not (isinstance(value, dict) and set(value) == {"words", "codes"}):
+        return False
+    words, codes = value["words"], value["codes"]
+    return (isinstance(words, str) and isinstance(codes, str) and words.count("\n") + 1 == len(codes)
+            and not codes.strip("ENAx"))
 
 
 def _main_dict_codes(tok) -> dict[str, str]:
     """word -> code for jieba's main dictionary file (``word freq tag`` lines, read the way
-    ``jieba.posseg.POSTokenizer.load_word_tag`` reads them), cached next to jieba's own
-    cache in the temp directory, keyed by the file's path, size and mtime."""
-    import marshal
-    import tempfile
+    ``jieba.posseg.POSTokenizer.load_word_tag`` reads them), cached in the per-user table
+    cache, keyed by the file's sha256 and the code mapping."""
+    from zhbert import cache
 
-    f = tok.get_dict_file()
-    name = getattr(f, "name", None)
-    try:
-        if not isinstance(name, str):  # not a plain file: no cache
-            return _parse_tag_codes(f.read())
-        st = os.stat(name)
-        key = f"{os.path.abspath(name)}|{st.st_size}|{st.st_mtime_ns}|{sorted(_TAG_CODE.items())}"
-        if key in _MAIN_CODES:
-            return _MAIN_CODES[key]
-        digest = hashlib.sha1(key.encode("utf-8")).hexdigest()[:16]
-        cache = Path(tempfile.gettempdir()) / f"zhbert_jieba_codes.{digest}.cache"
-        try:
-            words, codes = marshal.loads(cache.read_bytes())
-            table = dict(zip(words.split("\n"), codes))
-        except (OSError, ValueError, EOFError, TypeError):
-            table = _parse_tag_codes(f.read())
-            tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
-            try:
-                tmp.write_bytes(marshal.dumps(("\n".join(table), "".join(table.values()))))
-                os.replace(tmp, cache)
-            except OSError:
-                pass  # a read-only temp dir only costs the parse next time
-        _MAIN_CODES[key] = table
-        return table
-    finally:
-        f.close()
+    data, digest = _main_dict(tok)
+    key = cache.content_key("jieba-codes/1", digest, repr(sorted(_TAG_CODE.items())))
+    if key in _MAIN_CODES:
+        return _MAIN_CODES[key]
+    value = cache.load(_CODES_TABLE, key, _valid_codes)
+    if value is not None:
+        table = dict(zip(value["words"].split("\n"), value["codes"]))
+    else:
+        table = _parse_tag_codes(data)
+        cache.store(_CODES_TABLE, key, {"words": "\n".join(table), "codes": "".join(table.values())})
+    _MAIN_CODES[key] = table
+    return table
 
 
 def _parse_tag_codes(data: bytes) -> dict[str, str]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import string
 import unicodedata
@@ -68,30 +67,31 @@ CJK_RE = re.compile(f"[{_CJK_CLASS}]")
 _RESERVED_RE = re.compile(r"^\[[^\[\]]+\]$|^<S>$|^<T>$")
 
 
+def _is_punct(cp: int) -> bool:
+    ch = chr(cp)
+    return ch in string.punctuation or unicodedata.category(ch).startswith("P")
+
+
 def _punctuation_code_points() -> list[int]:
-    """Code points of ASCII punctuation and Unicode category P*, cached in the temp dir.
+    """Code points of ASCII punctuation and Unicode category P*, cached per user.
 
     Scanning all 1.1M code points with ``unicodedata.category`` costs ~0.3 s in every
-    worker process; the result depends only on the Unicode version.
+    worker process; the result depends only on the Unicode version. The table lives in
+    zhbert's per-user cache (``zhbert.cache``); a cached list is used only if it is strictly
+    ascending and every entry is punctuation (cheap: ~800 entries), else it is rebuilt.
     """
-    import tempfile
+    from zhbert import cache
 
-    key = hashlib.sha1(f"{unicodedata.unidata_version}|{string.punctuation}".encode()).hexdigest()[:16]
-    cache = Path(tempfile.gettempdir()) / f"zhbert_punct.{key}.json"
-    try:
-        cps = json.loads(cache.read_text(encoding="utf-8"))
-        if isinstance(cps, list) and all(isinstance(c, int) for c in cps):
-            return cps
-    except (OSError, ValueError):
-        pass
-    cps = [cp for cp in range(0x110000)
-           if chr(cp) in string.punctuation or unicodedata.category(chr(cp)).startswith("P")]
-    tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(cps), encoding="utf-8")
-        os.replace(tmp, cache)
-    except OSError:
-        pass
+    key = cache.content_key("punct/1", unicodedata.unidata_version, string.punctuation)
+
+    def valid(cps) -> bool:
+        return (isinstance(cps, list) and all(type(c) is int and 0 <= c < 0x110000 for c in cps)
+                and all(a < b for a, b in zip(cps, cps[1:])) and all(map(_is_punct, cps)))
+
+    cps = cache.load("punct", key, valid)
+    if cps is None:
+        cps = [cp for cp in range(0x110000) if _is_punct(cp)]
+        cache.store("punct", key, cps)
     return cps
 
 
@@ -109,7 +109,8 @@ def read_vocab(vocab_path: PathLike) -> list[str]:
     """
     path = Path(vocab_path)
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: a BOM written by a Windows editor is not part of the first token ([PAD]).
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise DataError(f"{path}: vocab file not found") from None
     except IsADirectoryError:

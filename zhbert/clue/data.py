@@ -2,7 +2,8 @@
 
 ``--data-dir`` holds ``<task>_public/`` directories (``tnews_public/train.json`` ...). Every
 problem names the file and line: a malformed JSON line, a missing field, an unknown label,
-a WSC span that is not where its index says. Rows labelled ``"-"`` (NLI items without a
+a WSC span that is not where its index says, a dev file with nothing to score. A UTF-8
+BOM at the start of a file is accepted. Rows labelled ``"-"`` (NLI items without a
 gold label) are dropped and counted; for dev files the row stays in :attr:`Split.rows` as
 ``None`` so predictions can be written one line per file line.
 """
@@ -55,7 +56,7 @@ def read_jsonl(path: Path) -> list[tuple[int, dict]]:
     """(line number, object) for every non-blank line; DataError naming file:line."""
     out = []
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: a BOM is accepted, as `zhbert prepare` does
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue
@@ -133,5 +134,9 @@ def load_task(data_dir: str | Path, spec: TaskSpec, max_train_samples: Optional[
             keep = sorted(random.Random(0).sample(range(len(train.examples)), max_train_samples))
             train.examples = [train.examples[i] for i in keep]
     dev = load_split(spec, d / spec.dev_file, labeled=True, limit=max_eval_samples)
+    if not dev.examples:  # would score 0.00 and drag the CLUE average and the submission down
+        why = (f"all {dev.dropped} rows are labelled {spec.drop_label!r}" if dev.dropped
+               else "--max-eval-samples is 0" if max_eval_samples == 0 else "the file has no rows")
+        raise DataError(f"{dev.path}: no labelled dev examples to score {spec.title} on ({why})")
     test = load_split(spec, d / spec.test_file, labeled=False) if (d / spec.test_file).is_file() else None
     return TaskData(spec, d, train, dev, test)

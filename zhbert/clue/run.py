@@ -118,6 +118,9 @@ def run_clue(model: str, tasks: list[TaskSpec], data_dir: str | Path, output: st
                      "tasks": {}, "skipped": {}}
     not_found = []
     best_dirs: dict[str, Path] = {}
+    # Read and check every task's files before fine-tuning anything: a bad dev file of the
+    # last task fails the command in seconds, not after hours spent on the first ones.
+    loaded = []
     for spec in tasks:
         cfg = task_config(spec, overrides or [], config_dir)
         try:
@@ -128,9 +131,14 @@ def run_clue(model: str, tasks: list[TaskSpec], data_dir: str | Path, output: st
             results["skipped"][spec.name] = str(e)
             not_found.append(str(e))
             continue
-        if data.train is None or not data.train.examples:
+        if data.train is None:
             results["skipped"][spec.name] = f"no train file ({data.dir / spec.train_file} not found)"
             continue
+        if not data.train.examples:
+            results["skipped"][spec.name] = f"no train examples in {data.train.path}"
+            continue
+        loaded.append((spec, cfg, data))
+    for spec, cfg, data in loaded:
         hp = {**dataclasses.asdict(cfg), "max_train_samples": max_train_samples, "max_eval_samples": max_eval_samples}
         sizes = {"train_size": len(data.train.examples), "dev_size": len(data.dev.examples),
                  "test_size": len(data.test.examples) if data.test else 0,
