@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.max_steps=20")
     args = p.parse_args(argv)
 
-    from zhbert.errors import ZhbertError
+    from zhbert.errors import ZhbertError, disk_error, exit_code
 
     try:
         from zhbert.config import load_config
@@ -39,6 +39,12 @@ def main(argv=None) -> int:
         summary = train(cfg)
     except ZhbertError as e:
         print(f"pretrain: error: {e}", file=sys.stderr)
+        return exit_code(e)
+    except OSError as e:  # a full or read-only disk met outside the places that name it already
+        err = disk_error(e, e.filename or "?")
+        if err is None:
+            raise
+        print(f"pretrain: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pretrain: interrupted", file=sys.stderr)

@@ -40,7 +40,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
-from zhbert.errors import CheckpointError
+from zhbert.errors import CheckpointError, TrainingDiverged, disk_error
 
 META_NAME = "meta.json"
 HF_DIR = "hf"
@@ -51,6 +51,19 @@ _STEP_RE = re.compile(r"^step_(\d+)$")
 # Keys transformers omits from model.safetensors because they are tied to the word embeddings.
 _TIED_KEYS = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
 HF_REQUIRED = ("config.json", "model.safetensors", "vocab.txt")
+# Model-config keys that fix the shapes of the weights: a resume must not change them.
+SHAPE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+              "max_position_embeddings", "type_vocab_size", "pre_layernorm")
+
+# Every .pt file zhbert reads is opened by torch's weights-only unpickler, which rebuilds
+# tensors and builtin containers and nothing else. DeepSpeed's own state files also pickle the
+# classes below (plain records: a loss-scaler's numbers, an enum, a dataclass of two ints), so
+# they are allowed by name; any other global in a file is refused before it can run. Files that
+# DeepSpeed's loader unpickles itself (resume, ZeRO consolidation) pass this check first.
+DS_SAFE_GLOBALS = ("deepspeed.runtime.fp16.loss_scaler.LossScaler",
+                   "deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler",
+                   "deepspeed.runtime.zero.config.ZeroStageEnum",
+                   "deepspeed.utils.tensor_fragment.fragment_address")
 
 
 def checkpoints_dir(output_dir: str | Path) -> Path:
@@ -75,8 +88,15 @@ def read_meta(step_dir: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{p}: unreadable: {e}") from None
 
 
-def check_complete(step_dir: str | Path) -> Optional[str]:
-    """None when ``step_dir`` is a complete checkpoint, else the reason it is not."""
+def check_complete(step_dir: str | Path, verify: bool = False) -> Optional[str]:
+    """None when ``step_dir`` is a complete checkpoint, else the reason it is not.
+
+    Always: meta.json marked complete, the HF files present and ``model.safetensors`` as long
+    as its header says, every DeepSpeed file of the recorded size. ``verify=True`` (resume,
+    export) also recomputes the sha256 recorded at save time and opens every ``.pt`` file with
+    the weights-only unpickler: a bit flip or a crafted pickle is found here, not as an
+    ``UnpicklingError`` inside DeepSpeed.
+    """
     d = Path(step_dir)
     if not d.is_dir():
         return f"{d}: not a directory"
@@ -98,7 +118,102 @@ def check_complete(step_dir: str | Path) -> Optional[str]:
         f = tag_dir / name
         if not f.is_file() or f.stat().st_size != size:
             return f"{f}: missing or truncated"
+    problem = safetensors_problem(d / HF_DIR / "model.safetensors")
+    if problem:
+        return problem
+    if verify:
+        for rel, digest in (meta.get("sha256") or {}).items():
+            f = d / rel
+            if not f.is_file():
+                if rel.startswith(RNG_DIR + "/"):
+                    continue  # resumable, but not exactly: the trainer warns
+                return f"{f}: missing"
+            if sha256_file(f) != digest:
+                return f"{f}: sha256 differs from the one recorded at save time (corrupt)"
+        for f in sorted(tag_dir.rglob("*.pt")) + sorted((d / RNG_DIR).glob("*.pt")):
+            try:
+                safe_torch_load(f, mmap=True)
+            except CheckpointError as e:
+                return str(e)
     return None
+
+
+def safetensors_problem(path: str | Path) -> Optional[str]:
+    """None when ``path`` is a whole safetensors file, else what is wrong (cheap: header only).
+
+    Layout: 8-byte little-endian header length n, n bytes of JSON header whose tensors'
+    ``data_offsets`` index the data block that follows; the file ends where the last one ends.
+    """
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"{p}: truncated (no safetensors header)"
+            n = int.from_bytes(head, "little")
+            size = p.stat().st_size
+            if n > size - 8:
+                return f"{p}: truncated (header of {n} bytes, file of {size})"
+            header = json.loads(f.read(n))
+    except FileNotFoundError:
+        return f"{p}: missing"
+    except (OSError, ValueError) as e:
+        return f"{p}: not a safetensors file ({e})"
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    expected = 8 + n + max(ends, default=0)
+    if size != expected:
+        return f"{p}: {size} bytes but its header describes {expected} (truncated or corrupt)"
+    return None
+
+
+def sha256_file(path: str | Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _safe_globals() -> list:
+    import importlib
+
+    out = []
+    for name in DS_SAFE_GLOBALS:
+        module, _, attr = name.rpartition(".")
+        try:
+            out.append(getattr(importlib.import_module(module), attr))
+        except (ImportError, AttributeError):  # another DeepSpeed version: nothing to allow
+            pass
+    return out
+
+
+def safe_torch_load(path: str | Path, *, mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)`` with :data:`DS_SAFE_GLOBALS` allowed.
+
+    A file that needs any other class is refused (CheckpointError naming it and the global),
+    and so is one that does not unpickle (bit flips, truncation). ``mmap=True`` maps tensor
+    storages instead of reading them: a cheap check of a large file's pickle.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        with torch.serialization.safe_globals(_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as e:
+        text = str(e)
+        bad = re.search(r"GLOBAL ([\w.]+)", text)
+        if bad or "Unsupported global" in text:
+            raise CheckpointError(f"{path}: refused: the file would import {bad.group(1) if bad else 'a class'} "
+                                  "when unpickled; zhbert loads checkpoint files with torch.load(weights_only=True) "
+                                  "and DeepSpeed's allow-listed state classes only") from None
+        raise CheckpointError(f"{path}: corrupt ({text.strip().splitlines()[-1] if text.strip() else 'unpickling failed'})") from None
+    except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError) as e:
+        text = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: corrupt or truncated ({text})") from None
 
 
 def list_checkpoints(root: str | Path) -> list[tuple[int, Path]]:
@@ -114,11 +229,11 @@ def list_checkpoints(root: str | Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
-def find_latest(root: str | Path) -> Optional[Path]:
-    """The newest complete checkpoint under ``root``; newer incomplete ones are skipped with a
-    warning naming the reason."""
+def find_latest(root: str | Path, verify: bool = False) -> Optional[Path]:
+    """The newest complete checkpoint under ``root``; newer incomplete (or, with ``verify``,
+    corrupt) ones are skipped with a warning naming the reason."""
     for _, p in reversed(list_checkpoints(root)):
-        reason = check_complete(p)
+        reason = check_complete(p, verify=verify)
         if reason is None:
             return p
         warnings.warn(f"skipping incomplete or corrupt checkpoint {p}: {reason}; using the previous one",
@@ -132,24 +247,72 @@ def resolve_resume(resume: str, output_dir: str | Path) -> Optional[Path]:
     ``auto``: newest complete checkpoint of this run (None if there is none); ``never``: None;
     anything else: that directory (a ``step_<N>`` dir, or a run/checkpoints dir whose newest
     complete checkpoint is taken).
+
+    Every candidate is verified (sha256 and weights-only unpickling, see :func:`check_complete`);
+    with ``auto``, a corrupt newest checkpoint is skipped with a warning, as an incomplete one is.
     """
     if resume == "never":
         return None
     if resume == "auto":
-        return find_latest(checkpoints_dir(output_dir))
+        return find_latest(checkpoints_dir(output_dir), verify=True)
     p = Path(resume)
     if not p.exists():
         raise CheckpointError(f"train.resume: {p} does not exist")
     if not (p / META_NAME).exists():
         for cand in (p, p / "checkpoints"):
-            latest = find_latest(cand) if cand.is_dir() else None
+            latest = find_latest(cand, verify=True) if cand.is_dir() else None
             if latest is not None:
                 return latest
         raise CheckpointError(f"train.resume: {p} holds no complete checkpoint (no meta.json)")
-    reason = check_complete(p)
+    reason = check_complete(p, verify=True)
     if reason is not None:
         raise CheckpointError(f"train.resume: {p} is not a complete checkpoint: {reason}")
     return p
+
+
+def check_resume_compatible(step_dir: str | Path, meta: dict[str, Any], model_config, tokenizer,
+                            data_dir: str | Path) -> None:
+    """Refuse (CheckpointError, one line) to resume ``step_dir`` with another model shape or
+    with data tokenized differently: another vocabulary (size or sha256, also when the size is
+    the same) or another text normalisation.
+
+    The checkpoint's side comes from meta.json (``model_config``, ``vocab_sha256``,
+    ``text_normalization``), or from its ``hf/`` files for checkpoints saved before those keys.
+    """
+    d = Path(step_dir)
+    data_vocab = Path(data_dir) / "vocab.txt"
+    old = meta.get("model_config") or {}
+    new = model_config.to_dict()
+    if "vocab_size" in old and old["vocab_size"] != new["vocab_size"]:
+        raise CheckpointError(f"cannot resume {d}: it was trained with a {old['vocab_size']}-token vocabulary but "
+                              f"data.dir {data_dir} has {new['vocab_size']} tokens ({data_vocab}); use a new "
+                              "train.output_dir (or train.resume=never) for a run on this data")
+    changed = [k for k in SHAPE_KEYS if k in old and old.get(k) != new.get(k)]
+    if changed:
+        what = ", ".join(f"{k} {old.get(k)}, config {new.get(k)}" for k in changed)
+        raise CheckpointError(f"cannot resume {d}: the model shape changed (checkpoint has {what}); use a new "
+                              "train.output_dir, or model.init_from to start from its weights")
+    from zhbert.tokenizer import ChineseTokenizer
+
+    hf_tok = None
+    theirs = meta.get("vocab_sha256")
+    if theirs is None and (d / HF_DIR / "vocab.txt").is_file():
+        hf_tok = ChineseTokenizer.from_dir(d / HF_DIR)
+        theirs = hf_tok.vocab_sha256()
+    if theirs is not None and theirs != tokenizer.vocab_sha256():
+        raise CheckpointError(f"cannot resume {d}: its vocabulary (sha256 {theirs[:12]}…) is not the one of data.dir "
+                              f"{data_dir} ({data_vocab}, sha256 {tokenizer.vocab_sha256()[:12]}…), although both "
+                              "have the same size: the ids would mean other characters")
+    if "text_normalization" in meta:
+        norm = meta["text_normalization"]
+    elif (d / HF_DIR / "vocab.txt").is_file():
+        norm = (hf_tok or ChineseTokenizer.from_dir(d / HF_DIR)).normalization
+    else:
+        return
+    if (norm or None) != (tokenizer.normalization or None):
+        raise CheckpointError(f"cannot resume {d}: it was trained on text normalised as {norm} but data.dir "
+                              f"{data_dir} was prepared with {tokenizer.normalization}; re-prepare the data "
+                              "with the checkpoint's data.fullwidth / data.t2s or use a new train.output_dir")
 
 
 # ------------------------------------------------------------------------------ saving
@@ -203,7 +366,13 @@ def save_hf(state_dict: dict, config, directory: str | Path, tokenizer=None) -> 
 
 def save_checkpoint(engine, *, output_dir: str | Path, step: int, meta: dict[str, Any], model_config,
                     tokenizer, zero_stage: int, keep_last: int) -> Path:
-    """Save ``step_<step>`` atomically (collective: every rank calls it). Returns the path."""
+    """Save ``step_<step>`` atomically (collective: every rank calls it). Returns the path.
+
+    Refused (TrainingDiverged, nothing written) when any weight is NaN/inf. A failed write (a
+    full or read-only disk) removes ``step_<step>.tmp`` and raises CheckpointError ("no space
+    left on device: PATH"); the earlier checkpoints are untouched, since they are pruned only
+    after the new one is complete.
+    """
     import torch
     import torch.distributed as dist
 
@@ -212,42 +381,93 @@ def save_checkpoint(engine, *, output_dir: str | Path, step: int, meta: dict[str
     root = checkpoints_dir(output_dir)
     final = root / f"step_{step}"
     tmp = root / f"step_{step}.tmp"
-    if rank == 0:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        (tmp / RNG_DIR).mkdir(parents=True)
-    _barrier()
-
+    device = getattr(engine, "device", torch.device("cpu"))
+    if not _all_ranks(_local_weights_finite(engine.module), device):
+        raise TrainingDiverged(f"step {step}: the weights hold NaN/inf, so no checkpoint was written; "
+                               f"last good checkpoint: {find_latest(root) or 'none'}")
     tag = ds_tag(step)
-    # the model config travels inside DeepSpeed's model-states file too, so a bare DeepSpeed
-    # folder (without meta.json/hf/) can still be exported
-    engine.save_checkpoint(str(tmp / DS_DIR), tag=tag, save_latest=True,
-                           client_state={"zhbert_step": step, "zhbert_model_config": model_config.to_dict()})
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state()
-    torch.save(rng, tmp / RNG_DIR / f"rank_{rank}.pt")
-    sd = full_state_dict(engine, zero_stage, rank)
+    failure: Optional[BaseException] = None
+    try:
+        if rank == 0:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            (tmp / RNG_DIR).mkdir(parents=True)
+        _barrier()
+        # the model config travels inside DeepSpeed's model-states file too, so a bare DeepSpeed
+        # folder (without meta.json/hf/) can still be exported
+        engine.save_checkpoint(str(tmp / DS_DIR), tag=tag, save_latest=True,
+                               client_state={"zhbert_step": step, "zhbert_model_config": model_config.to_dict()})
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state()
+        torch.save(rng, tmp / RNG_DIR / f"rank_{rank}.pt")
+        sd = full_state_dict(engine, zero_stage, rank)
+        if rank == 0:
+            save_hf(sd, model_config, tmp / HF_DIR, tokenizer)
+            del sd
+    except (OSError, RuntimeError) as e:
+        failure = e
+    if _all_ranks(failure is None, device):
+        _barrier()
+        if rank == 0:
+            try:
+                _finish_save(tmp, final, tag, meta, step, world)
+            except (OSError, RuntimeError) as e:
+                failure = e
+        ok = _all_ranks(failure is None, device)
+    else:
+        ok = False
+    if not ok:
+        where = disk_error(failure, tmp) if failure is not None else None  # before freeing the space
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        _barrier()
+        reason = str(where) if where else (f"{type(failure).__name__}: {failure}" if failure else "another rank failed")
+        raise CheckpointError(f"checkpoint of step {step} not written ({reason}); removed {tmp}; earlier "
+                              f"checkpoints are intact (newest: {find_latest(root) or 'none'})")
     if rank == 0:
-        save_hf(sd, model_config, tmp / HF_DIR, tokenizer)
-        del sd
-    _barrier()
-
-    if rank == 0:
-        tag_dir = tmp / DS_DIR / tag
-        meta = dict(meta, format_version=FORMAT_VERSION, step=step, ds_tag=tag, world_size=world,
-                    ds_files={f.name: f.stat().st_size for f in sorted(tag_dir.iterdir()) if f.is_file()},
-                    rng_files=[f"{RNG_DIR}/rank_{r}.pt" for r in range(world)],
-                    versions=versions(), saved_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        meta.pop("complete", None)
-        meta["complete"] = True  # last key: a reader that sees it saw the whole file
-        _write_json_atomic(tmp / META_NAME, meta)
-        if final.exists():  # same step saved again (e.g. a restarted run): replace it
-            shutil.rmtree(final)
-        os.replace(tmp, final)
         prune(root, keep_last)
     _barrier()
     return final
+
+
+def _finish_save(tmp: Path, final: Path, tag: str, meta: dict[str, Any], step: int, world: int) -> None:
+    """Rank 0: meta.json (sizes and sha256 of every file a resume reads, ``complete`` last),
+    then the rename that publishes the checkpoint."""
+    tag_dir = tmp / DS_DIR / tag
+    hashed = [f for f in sorted(tag_dir.iterdir()) if f.is_file()] + sorted((tmp / RNG_DIR).glob("*.pt"))
+    hashed.append(tmp / HF_DIR / "model.safetensors")
+    meta = dict(meta, format_version=FORMAT_VERSION, step=step, ds_tag=tag, world_size=world,
+                ds_files={f.name: f.stat().st_size for f in sorted(tag_dir.iterdir()) if f.is_file()},
+                rng_files=[f"{RNG_DIR}/rank_{r}.pt" for r in range(world)],
+                sha256={f.relative_to(tmp).as_posix(): sha256_file(f) for f in hashed},
+                versions=versions(), saved_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    meta.pop("complete", None)
+    meta["complete"] = True  # last key: a reader that sees it saw the whole file
+    _write_json_atomic(tmp / META_NAME, meta)
+    if final.exists():  # same step saved again (e.g. a restarted run): replace it
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def _local_weights_finite(module) -> bool:
+    """No NaN/inf in this rank's parameters (its partition, ``ds_tensor``, under ZeRO-3)."""
+    import torch
+
+    flags = [torch.isfinite(getattr(p, "ds_tensor", p).detach()).all() for p in module.parameters()]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
+def _all_ranks(ok: bool, device) -> bool:
+    """True when ``ok`` holds on every rank (one all-reduce; no collective in one process)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return ok
+    flag = torch.tensor([1 if ok else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
 
 
 def prune(root: str | Path, keep_last: int) -> list[Path]:
@@ -270,7 +490,9 @@ def load_rng(step_dir: str | Path, rank: int) -> bool:
     f = Path(step_dir) / RNG_DIR / f"rank_{rank}.pt"
     if not f.is_file():
         return False
-    state = torch.load(f, weights_only=False)
+    state = safe_torch_load(f)
+    if not (isinstance(state, dict) and isinstance(state.get("torch"), torch.Tensor)):
+        raise CheckpointError(f"{f}: not a zhbert RNG state file (expected {{'torch': ByteTensor}})")
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
@@ -362,6 +584,13 @@ def export(ckpt: str | Path, out: str | Path, tokenizer_dir: Optional[str | Path
 
     hf = ckpt / HF_DIR
     if all((hf / n).is_file() for n in ("config.json", "model.safetensors")):
+        problem = safetensors_problem(hf / "model.safetensors")
+        recorded = (read_meta(ckpt).get("sha256") or {}).get(f"{HF_DIR}/model.safetensors") \
+            if (ckpt / META_NAME).exists() else None
+        if problem is None and recorded and sha256_file(hf / "model.safetensors") != recorded:
+            problem = f"{hf / 'model.safetensors'}: sha256 differs from the one recorded at save time (corrupt)"
+        if problem:
+            raise CheckpointError(f"cannot export {ckpt}: {problem}")
         out.mkdir(parents=True, exist_ok=True)
         for f in hf.iterdir():
             if f.is_file():
@@ -409,6 +638,8 @@ def consolidate(ds_dir: str | Path, tag: Optional[str] = None) -> dict:
     tag_dir = ds_dir / tag
     if not tag_dir.is_dir():
         raise CheckpointError(f"{tag_dir}: DeepSpeed checkpoint tag not found")
+    for f in sorted(tag_dir.glob("*.pt")):  # before DeepSpeed's own loader unpickles them
+        safe_torch_load(f, mmap=True)
     if any(tag_dir.glob("*optim_states.pt")) and any(tag_dir.glob("zero_pp_rank_*")):
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
@@ -421,7 +652,9 @@ def consolidate(ds_dir: str | Path, tag: Optional[str] = None) -> dict:
         files = sorted(tag_dir.glob("mp_rank_*_model_states.pt"))
         if not files:
             raise CheckpointError(f"{tag_dir}: no model states file")
-        state = torch.load(files[0], map_location="cpu", weights_only=False)
+        state = safe_torch_load(files[0])
+        if not isinstance(state, dict) or not isinstance(state.get("module"), dict):
+            raise CheckpointError(f"{files[0]}: no 'module' state dict (not a DeepSpeed model-states file)")
         sd = {k: v.float() for k, v in state["module"].items()}
     # Tied decoder weight may be missing from the consolidated ZeRO state (shared params).
     if "cls.predictions.decoder.weight" not in sd and "bert.embeddings.word_embeddings.weight" in sd:
@@ -432,16 +665,11 @@ def consolidate(ds_dir: str | Path, tag: Optional[str] = None) -> dict:
 
 
 def _client_model_config(ds_dir: Path, tag: Optional[str]) -> Optional[dict]:
-    import torch
-
     files = sorted((Path(ds_dir) / (tag or _read_latest(Path(ds_dir)))).glob("*mp_rank_00_model_states.pt"))
     if not files:
         return None
-    try:
-        state = torch.load(files[0], map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise CheckpointError(f"{files[0]}: unreadable: {e}") from None
-    return state.get("zhbert_model_config")
+    state = safe_torch_load(files[0], mmap=True)
+    return state.get("zhbert_model_config") if isinstance(state, dict) else None
 
 
 def _tag_dirs(d: Path) -> list[Path]:

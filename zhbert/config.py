@@ -14,6 +14,7 @@ Override values are parsed as YAML scalars/flow collections, so ``train.seed=3``
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -152,6 +153,11 @@ class TrainConfig:
     prepare_if_missing: bool = True  # run `zhbert prepare` for data.dir when it does not exist
     resume_universal: bool = False  # resume from a DeepSpeed universal checkpoint (world-size change)
     eval_seed: int = 1234  # fixed masking rng for eval passes, so evals are comparable
+    # A step whose loss or gradient norm is NaN/inf is never applied to the weights. `stop`
+    # ends the run (exit 3, naming the step and the last good checkpoint); `skip` drops the
+    # step and goes on, and stops after `max_nonfinite_skips` such steps in a row.
+    on_nonfinite: str = "stop"  # stop | skip
+    max_nonfinite_skips: int = 5
 
     def validate(self, where: str) -> None:
         for key in ("max_steps", "micro_batch_size", "gradient_accumulation_steps", "checkpoint_every",
@@ -162,6 +168,14 @@ class TrainConfig:
         _check(where, "train.min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "must be in [0, 1]")
         _choice(where, "train.decay", self.decay, ["linear", "cosine", "constant"])
         _check(where, "train.clip_grad_norm", self.clip_grad_norm >= 0, "must be >= 0 (0 = off)")
+        # what torch.optim.AdamW / DeepSpeed's Adam and Lamb would reject later, with a traceback
+        _check(where, "train.adam_beta1", 0 <= self.adam_beta1 < 1, "must be in [0, 1)")
+        _check(where, "train.adam_beta2", 0 <= self.adam_beta2 < 1, "must be in [0, 1)")
+        _check(where, "train.adam_eps", self.adam_eps > 0, "must be > 0")
+        _check(where, "train.weight_decay", self.weight_decay >= 0, "must be >= 0")
+        _check(where, "train.peak_tflops", self.peak_tflops >= 0, "must be >= 0 (0 = guess from the device)")
+        _choice(where, "train.on_nonfinite", self.on_nonfinite, ["stop", "skip"])
+        _check(where, "train.max_nonfinite_skips", self.max_nonfinite_skips >= 1, "must be >= 1")
 
 
 @dataclass
@@ -184,6 +198,7 @@ class DeepSpeedConfig:
         _choice(where, "deepspeed.optimizer", self.optimizer, ["adamw", "lamb"])
         _choice(where, "deepspeed.offload_optimizer", self.offload_optimizer, ["none", "cpu", "nvme"])
         _choice(where, "deepspeed.offload_param", self.offload_param, ["none", "cpu", "nvme"])
+        _check(where, "deepspeed.loss_scale", self.loss_scale >= 0, "must be >= 0 (0 = dynamic)")
         if self.offload_param != "none":
             _check(where, "deepspeed.offload_param", self.zero_stage == 3, "parameter offload needs zero_stage 3")
         if self.offload_optimizer != "none":
@@ -361,14 +376,19 @@ def _coerce(tp: Any, value: Any, where: str, key: str):
             return value
         raise ConfigError(f"{where}: {key} must be an integer, got {_tname(value)} {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads 5e-4 (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML reads 5e-4 (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{where}: {key} must be a number, got {_tname(value)} {value!r}")
+        if number is None:
+            raise ConfigError(f"{where}: {key} must be a number, got {_tname(value)} {value!r}")
+        if not math.isfinite(number):  # .nan / .inf / "1e999": never a meaningful setting
+            raise ConfigError(f"{where}: {key} must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from zhbert.config import PretrainConfig, save_config, to_dict
-from zhbert.errors import CheckpointError, ConfigError, DataError
+from zhbert.errors import CheckpointError, ConfigError, DataError, TrainingDiverged, ZhbertError, disk_error
 
 # Dense peak TFLOP/s per device (bf16/fp16, fp32 incl. TF32 where it applies), for the MFU guess.
 _PEAK_TFLOPS = {"H200": (989.0, 494.0), "H100": (989.0, 494.0), "A100": (312.0, 156.0),
@@ -315,8 +315,9 @@ class _Logger:
     def log(self, rec: dict) -> None:
         if self.rank != 0:
             return
+        rec = {k: _finite_or_none(v) for k, v in rec.items()}  # NaN/inf -> null: strict JSON
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec) + "\n")
+            f.write(json.dumps(rec, allow_nan=False) + "\n")
         if self.wandb is not None:
             wb = {}
             for k, v in rec.items():
@@ -339,6 +340,48 @@ class _Logger:
             self.bar.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def _finite_or_none(v: Any) -> Any:
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def _rank0_decides(fn, rank: int, world: int):
+    """``fn()`` run on rank 0 only, its result (or its ZhbertError) broadcast to every rank, so
+    all ranks resume from the same checkpoint and fail together rather than wait forever."""
+    import torch.distributed as dist
+
+    box: list[Any] = [None]
+    if rank == 0:
+        try:
+            box = [("ok", fn())]
+        except ZhbertError as e:
+            box = [("error", e)]
+    if world > 1:
+        dist.broadcast_object_list(box, src=0)
+    kind, value = box[0]
+    if kind == "error":
+        raise value
+    return value
+
+
+class _SkipOptimizerStep:
+    """Make the ``engine.step()`` inside it apply nothing, the way DeepSpeed's own optimizers
+    skip a step with overflowing gradients: the wrapped torch optimizer's ``step`` is a no-op
+    and it reports ``overflow``, so the engine counts a skipped step, leaves the LR schedule
+    where it is and clears the gradients."""
+
+    def __init__(self, engine):
+        self.opt = engine.optimizer
+
+    def __enter__(self):
+        self.opt.step = lambda *args, **kwargs: None  # instance attribute shadows the method
+        self.opt.overflow = True
+
+    def __exit__(self, *exc):
+        del self.opt.step
+        del self.opt.overflow
+        return False
 
 
 def train(cfg: PretrainConfig) -> dict[str, Any]:
@@ -401,14 +444,24 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
             warnings.warn(f"{data_dir}: validation split has fewer instances than ranks: eval is skipped",
                           stacklevel=2)
 
-        resume_dir = ckpt_mod.resolve_resume(t.resume, out)
-        if rank == 0:
-            out.mkdir(parents=True, exist_ok=True)
-            if t.resume == "never":
-                _move_previous_run_aside(out)
-            (out / "ds_config.json").write_text(json.dumps(ds_cfg, indent=2) + "\n", encoding="utf-8")
-            save_config(cfg, out / "config.yaml")
-        ckpt_mod._barrier()
+        # rank 0 verifies the candidates (sha256, weights-only unpickling) and tells the others
+        resume_dir = _rank0_decides(lambda: ckpt_mod.resolve_resume(t.resume, out), rank, world)
+        meta = ckpt_mod.read_meta(resume_dir) if resume_dir is not None else {}
+        if resume_dir is not None:
+            ckpt_mod.check_resume_compatible(resume_dir, meta, model_config, tokenizer, data_dir)
+
+        def write_run_files() -> None:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                if t.resume == "never":
+                    _move_previous_run_aside(out)
+                (out / "ds_config.json").write_text(json.dumps(ds_cfg, indent=2) + "\n", encoding="utf-8")
+                save_config(cfg, out / "config.yaml")
+            except OSError as e:
+                raise disk_error(e, e.filename or out) or ConfigError(
+                    f"train.output_dir {out}: cannot write: {e.strerror or e}") from None
+
+        _rank0_decides(write_run_files, rank, world)
 
         # ---- model + engine
         torch.manual_seed(t.seed)  # same initial weights on every rank (and in every rerun)
@@ -418,8 +471,16 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
             model = BertForPreTraining(model_config)
         if cfg.model.gradient_checkpointing:
             model.gradient_checkpointing_enable()
-        engine, _, _, scheduler = deepspeed.initialize(model=model, model_parameters=_param_groups(model, t.weight_decay),
-                                                       config=ds_cfg)
+        try:
+            engine, _, _, scheduler = deepspeed.initialize(
+                model=model, model_parameters=_param_groups(model, t.weight_decay), config=ds_cfg)
+        except (ValueError, TypeError, KeyError, AssertionError) as e:
+            if not cfg.deepspeed.extra:
+                raise
+            first = "; ".join(line.strip() for line in str(e).strip().splitlines()[:3] if line.strip())
+            raise ConfigError(f"deepspeed.extra: DeepSpeed rejected the config made with it "
+                              f"({', '.join(sorted(cfg.deepspeed.extra))}; see {out / 'ds_config.json'}): "
+                              f"{type(e).__name__}: {first}") from None
 
         if scheduler is not None:
             # DeepSpeed's Warmup* schedulers start at iteration -1 (= min lr) and count from there;
@@ -430,7 +491,6 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
         step, samples_seen, tokens_seen = 0, 0, 0
         position = DataPosition()
         if resume_dir is not None:
-            meta = ckpt_mod.read_meta(resume_dir)
             if meta.get("world_size") != world and not t.resume_universal:
                 raise CheckpointError(
                     f"{resume_dir} was saved by {meta.get('world_size')} ranks, this run has {world}. Convert it "
@@ -450,7 +510,9 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
             position = rescale_position(DataPosition.from_dict(meta["data_position"]),
                                         int(meta.get("global_micro_batch", train_batches.global_micro)),
                                         train_batches.global_micro)
-            ckpt_mod.load_rng(resume_dir, rank)
+            if not ckpt_mod.load_rng(resume_dir, rank):
+                warnings.warn(f"{resume_dir}: rng/rank_{rank}.pt is missing: the resumed run is no longer "
+                              "identical to an uninterrupted one (its dropout draws differ)", stacklevel=2)
             changed = _changed_keys(meta.get("config", {}), to_dict(cfg))
             if changed and rank == 0:
                 warnings.warn(f"resuming {resume_dir} with a different {', '.join(changed)}: the data order, masks "
@@ -463,6 +525,12 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
         peak = _peak_tflops(cfg, device_type)
         last_saved = step if resume_dir is not None else None
         last_rec: dict[str, Any] = {}
+        # fp32 without ZeRO: DeepSpeed hands the step to a plain torch optimizer, which would apply
+        # NaN/inf gradients, so zhbert measures the norm before the step and drops such a step.
+        # Every other mode (bf16, fp16, ZeRO 1-3) has DeepSpeed check the gradients and skip the
+        # step itself (``was_step_applied``); fp16's scaler-overflow skips are routine, not faults.
+        own_norm = cfg.deepspeed.zero_stage == 0 and cfg.deepspeed.precision == "fp32"
+        nonfinite_run, nonfinite_total = 0, 0
         try:
             it = iterate(train_batches, position, workers=t.dataloader_workers)
             engine.train()
@@ -474,17 +542,24 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
                 # loss, mlm, nsp, mlm_correct, mlm_count, nsp_correct, nsp_count, real tokens,
                 # samples, padded tokens
                 acc = torch.zeros(10, dtype=torch.float64, device=device)
-                grad_norm = None
+                grad_norm, applied = None, True
                 lr = float(engine.get_lr()[0])  # the lr this optimizer step applies
                 for _ in range(t.gradient_accumulation_steps):
                     pos, batch = next(it)
                     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                     res = engine(**batch)
                     engine.backward(res.loss)
-                    if engine.is_gradient_accumulation_boundary() and cfg.deepspeed.zero_stage == 0 \
-                            and cfg.deepspeed.precision == "fp32":
+                    boundary = engine.is_gradient_accumulation_boundary()
+                    if boundary and own_norm:
                         grad_norm = _grad_norm_fp32(engine.module)  # DeepSpeed does not report it here
-                    engine.step()
+                        applied = math.isfinite(grad_norm)
+                    if applied:
+                        engine.step()
+                    else:
+                        with _SkipOptimizerStep(engine):
+                            engine.step()
+                    if boundary and not own_norm:
+                        applied = engine.was_step_applied()
                     ids = batch["input_ids"]
                     acc += torch.stack([res.loss.detach().double(), res.mlm_loss.detach().double(),
                                         res.nsp_loss.detach().double(), res.mlm_correct.double(),
@@ -500,6 +575,12 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
                 if grad_norm is None:
                     g = engine.get_global_grad_norm()
                     grad_norm = float(g) if g is not None else None
+                loss_sum = float(acc[0])
+                if cfg.deepspeed.precision == "fp16":
+                    nonfinite = not math.isfinite(loss_sum)
+                else:
+                    nonfinite = not (math.isfinite(loss_sum) and applied
+                                     and (grad_norm is None or math.isfinite(grad_norm)))
                 n_micro = t.gradient_accumulation_steps * world
                 samples_seen += int(acc[8])
                 tokens_seen += int(acc[7])
@@ -514,7 +595,9 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
                 if cfg.deepspeed.precision == "fp16":
                     rec["loss_scale"] = float(getattr(engine.optimizer, "cur_scale", float("nan")))
                 do_eval = eval_batches is not None and (step % t.eval_every == 0 or step == t.max_steps)
-                if step % t.log_every == 0 or step == 1 or step == t.max_steps or do_eval:
+                if nonfinite:
+                    rec["nonfinite"] = True
+                if step % t.log_every == 0 or step == 1 or step == t.max_steps or do_eval or nonfinite:
                     dt = max(time.perf_counter() - window_t0, 1e-9)
                     rec.update(tokens_per_s=window_tokens / dt, samples_per_s=window_samples / dt,
                                epoch=position.epoch, samples=samples_seen, tokens=tokens_seen)
@@ -526,6 +609,24 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
                     last_rec = rec
                     window_t0, window_tokens, window_samples, window_flops = time.perf_counter(), 0, 0, 0.0
                 logger.advance(1, {"loss": f"{rec['loss']:.3f}", "lr": f"{lr:.2e}"})
+                if nonfinite:
+                    nonfinite_run, nonfinite_total = nonfinite_run + 1, nonfinite_total + 1
+                    what = (f"loss {_fmt(rec['loss'])}, grad norm {_fmt(grad_norm)}; the update was not applied "
+                            f"and no checkpoint is written from it; last good checkpoint: "
+                            f"{ckpt_mod.find_latest(ckpt_mod.checkpoints_dir(out)) or 'none'}")
+                    if t.on_nonfinite == "stop":
+                        raise TrainingDiverged(f"non-finite loss or gradient norm at step {step} ({what}). Lower "
+                                               f"train.lr (now {t.lr:g}) or warm up longer; train.on_nonfinite=skip "
+                                               "drops such steps instead")
+                    if nonfinite_run >= t.max_nonfinite_skips:
+                        raise TrainingDiverged(f"{nonfinite_run} steps in a row with a non-finite loss or gradient "
+                                               f"norm (train.max_nonfinite_skips), the last at step {step} ({what}). "
+                                               f"Lower train.lr (now {t.lr:g})")
+                    if rank == 0:
+                        warnings.warn(f"step {step}: non-finite loss or gradient norm; step dropped "
+                                      f"({nonfinite_run} in a row, train.on_nonfinite=skip)", stacklevel=2)
+                else:
+                    nonfinite_run = 0
 
                 if step % t.checkpoint_every == 0 or step == t.max_steps:
                     meta = {"samples_seen": samples_seen, "tokens_seen": tokens_seen,
@@ -533,6 +634,8 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
                             "batches_per_epoch": train_batches.batches_per_epoch,
                             "seed": t.seed, "zero_stage": cfg.deepspeed.zero_stage,
                             "precision": cfg.deepspeed.precision, "data_dir": str(Path(data_dir).resolve()),
+                            "vocab_sha256": tokenizer.vocab_sha256(), "text_normalization": tokenizer.normalization,
+                            "nonfinite_steps": nonfinite_total,
                             "model_config": model_config.to_dict(), "config": to_dict(cfg),
                             "rng_note": "per-rank torch RNG states in rng/rank_<r>.pt"}
                     ckpt_mod.save_checkpoint(engine, output_dir=out, step=step, meta=meta, model_config=model_config,
@@ -543,10 +646,15 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
             logger.close()
         latest = ckpt_mod.checkpoints_dir(out) / f"step_{last_saved}" if last_saved is not None else None
         return {"step": step, "output_dir": str(out), "checkpoint": str(latest) if latest else None,
-                "samples_seen": samples_seen, "tokens_seen": tokens_seen, "last": last_rec}
+                "samples_seen": samples_seen, "tokens_seen": tokens_seen, "last": last_rec,
+                "nonfinite_steps": nonfinite_total}
     finally:
         if owns_pg and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _fmt(x: Optional[float]) -> str:
+    return "n/a" if x is None else f"{x:.4g}"
 
 
 def _move_previous_run_aside(out: Path) -> None:
