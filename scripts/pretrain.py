@@ -6,12 +6,13 @@
     deepspeed --hostfile hostfile scripts/pretrain.py --config configs/pretrain/base_phase1.yaml
 
 Trailing ``section.key=value`` arguments override the YAML. All the work is in
-``zhbert.trainer.train``; see docs/readme/pretrain.md.
+``zhbert.trainer.train``; see README.md, section "Pretraining".
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -23,8 +24,16 @@ def main(argv=None) -> int:
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"pretraining YAML (default: {DEFAULT_CONFIG})")
     p.add_argument("--local_rank", "--local-rank", type=int, default=None,
                    help="set by the deepspeed launcher (LOCAL_RANK is read from the environment)")
+    p.add_argument("--deepspeed_config", "--deepspeed-config", metavar="FILE",
+                   help="a DeepSpeed JSON merged into the derived one (= deepspeed.config_file=FILE); keys "
+                   "zhbert derives (batch sizes, precision, ZeRO stage, optimizer, scheduler) may only "
+                   "repeat the derived value or be \"auto\"")
+    p.add_argument("--deepspeed", action="store_true",
+                   help="accepted for compatibility with DeepSpeed scripts (DeepSpeed is always used)")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.max_steps=20")
     args = p.parse_args(argv)
+    if args.deepspeed_config:
+        args.overrides = [f"deepspeed.config_file={args.deepspeed_config}", *args.overrides]
 
     from zhbert.errors import ZhbertError, disk_error, exit_code
 
@@ -34,6 +43,11 @@ def main(argv=None) -> int:
 
         cfg = load_config(args.config, args.overrides)
         setup_env()  # env defaults before DeepSpeed is imported
+        from zhbert.trainer import multinode_env_warning
+
+        warning = multinode_env_warning()
+        if warning and os.environ.get("RANK", "0") == "0":
+            print(f"pretrain: warning: {warning}", file=sys.stderr, flush=True)
         from zhbert.trainer import train
 
         summary = train(cfg)
@@ -49,10 +63,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("pretrain: interrupted", file=sys.stderr)
         return 130
-    import os
-
     if os.environ.get("RANK", "0") == "0":
-        print(f"pretrain: done at step {summary['step']}; checkpoint {summary['checkpoint']}", flush=True)
+        last = summary.get("last") or {}
+        loss = f"; loss {last['loss']:.4f}" if isinstance(last.get("loss"), float) else ""
+        ev = f", eval mlm_acc {last['eval/mlm_acc']:.3f}" if isinstance(last.get("eval/mlm_acc"), float) else ""
+        print(f"pretrain: done at step {summary['step']}{loss}{ev}; checkpoint {summary['checkpoint']}", flush=True)
     return 0
 
 

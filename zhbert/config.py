@@ -190,7 +190,11 @@ class DeepSpeedConfig:
     nvme_path: Optional[str] = None
     torch_adam: Optional[bool] = None  # None = auto (True on CPU)
     loss_scale: float = 0.0  # fp16: 0 = dynamic
-    extra: dict[str, Any] = field(default_factory=dict)  # merged verbatim into the JSON, last
+    # A DeepSpeed JSON file merged into the derived config (``--deepspeed_config FILE``); then
+    # ``extra`` over it. Derived keys may only repeat the derived value or be "auto"
+    # (zhbert/ds_config.py says which and why).
+    config_file: Optional[str] = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self, where: str) -> None:
         _choice(where, "deepspeed.zero_stage", self.zero_stage, [0, 1, 2, 3])

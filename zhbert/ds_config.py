@@ -19,8 +19,17 @@ deepspeed.zero_stage                zero_optimization.stage
 deepspeed.offload_*                 zero_optimization.offload_optimizer / offload_param
 deepspeed.precision                 bf16.enabled / fp16.enabled (+ dynamic loss scaling)
 train.resume_universal              checkpoint.load_universal
-deepspeed.extra                     merged recursively, last (wins over everything above)
+deepspeed.config_file, .extra       merged recursively, last (see below)
 ==================================  ==========================================================
+
+``deepspeed.config_file`` (what ``--deepspeed_config FILE`` sets) and ``deepspeed.extra`` (merged
+over the file) may add any DeepSpeed key. The keys zhbert derives from the config above
+(:data:`DERIVED`) they may only repeat: ``"auto"`` (the HF convention) is filled in with the
+derived value, an equal value is accepted, any other value is refused naming both keys (a
+``train_micro_batch_size_per_gpu`` of 32 would be recorded while the trainer feeds 16). The
+HF size ``"auto"`` values of ZeRO (``reduce_bucket_size`` = H², ``stage3_prefetch_bucket_size``
+= 0.9·H², ``stage3_param_persistence_threshold`` = 10·H, H = model hidden size) are filled in
+too; ``"auto"`` anywhere else is refused.
 
 Weights & Biases logging is done by the trainer on rank 0, not through DeepSpeed's monitor,
 and ``steps_per_print`` is set very large so DeepSpeed's own console prints stay quiet.
@@ -29,17 +38,33 @@ and ``steps_per_print`` is set very large so DeepSpeed's own console prints stay
 from __future__ import annotations
 
 import copy
-from typing import Any
+import json
+from pathlib import Path
+from typing import Any, Optional
 
 from zhbert.errors import ConfigError
 
 STEPS_PER_PRINT = 10**9
 
+# DeepSpeed key path -> the zhbert config key it is derived from.
+DERIVED = {
+    ("train_micro_batch_size_per_gpu",): "train.micro_batch_size",
+    ("gradient_accumulation_steps",): "train.gradient_accumulation_steps",
+    ("train_batch_size",): "train.micro_batch_size x train.gradient_accumulation_steps x world size",
+    ("gradient_clipping",): "train.clip_grad_norm",
+    ("optimizer",): "deepspeed.optimizer and train.lr / adam_* / weight_decay",
+    ("scheduler",): "train.decay / warmup_steps / max_steps / min_lr_ratio",
+    ("bf16", "enabled"): "deepspeed.precision",
+    ("fp16", "enabled"): "deepspeed.precision",
+    ("zero_optimization", "stage"): "deepspeed.zero_stage",
+}
 
-def build_ds_config(cfg, world_size: int, device_type: str) -> dict[str, Any]:
+
+def build_ds_config(cfg, world_size: int, device_type: str, hidden_size: Optional[int] = None) -> dict[str, Any]:
     """DeepSpeed config dict for ``cfg`` (a PretrainConfig) on ``world_size`` ranks.
 
-    ``device_type`` is the accelerator's device name: ``"cuda"``, ``"cpu"``, ...
+    ``device_type`` is the accelerator's device name: ``"cuda"``, ``"cpu"``, ...;
+    ``hidden_size`` (the model's) fills ZeRO's size ``"auto"`` values.
     """
     t, d = cfg.train, cfg.deepspeed
     on_cpu = device_type == "cpu"
@@ -118,7 +143,96 @@ def build_ds_config(cfg, world_size: int, device_type: str) -> dict[str, Any]:
     if getattr(t, "resume_universal", False):
         ds["checkpoint"] = {"load_universal": True}
 
-    return deep_merge(ds, d.extra)
+    user = deep_merge(read_config_file(d.config_file), d.extra) if d.config_file else d.extra
+    return merge_user_config(ds, user, hidden_size)
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """A DeepSpeed JSON file (``--deepspeed_config``); ConfigError naming it when unusable."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"deepspeed.config_file: {p} not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"deepspeed.config_file: {p}: unreadable ({e})") from None
+    except ValueError as e:
+        raise ConfigError(f"deepspeed.config_file: {p}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"deepspeed.config_file: {p}: must be a JSON object")
+    return data
+
+
+def merge_user_config(derived: dict[str, Any], user: dict[str, Any], hidden_size: Optional[int]) -> dict[str, Any]:
+    """``derived`` updated by the user's keys (``deepspeed.config_file`` + ``deepspeed.extra``),
+    after filling ``"auto"`` values and refusing any that contradict a derived key."""
+    user = copy.deepcopy(user or {})
+    for path, source in DERIVED.items():
+        node = user
+        for k in path[:-1]:
+            node = node.get(k) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or path[-1] not in node:
+            continue
+        value, mine = node[path[-1]], _get(derived, path)
+        if mine is None and path[-1] == "enabled":
+            mine = False  # bf16/fp16 not derived: that precision is off
+        if value == "auto" or value == mine:
+            node[path[-1]] = copy.deepcopy(mine)
+            continue
+        if isinstance(value, dict) and isinstance(mine, dict):  # optimizer / scheduler section
+            conflicts = _section_conflicts(value, mine)
+            if not conflicts:  # the user may add params zhbert does not derive (amsgrad, ...)
+                params = {k: v for k, v in value.get("params", {}).items() if v != "auto"}
+                node[path[-1]] = deep_merge(mine, {"params": params})
+                continue
+            value, mine = conflicts[0][1], conflicts[0][2]
+            path = path + (conflicts[0][0],)
+        raise ConfigError(f"deepspeed config: {'.'.join(path)} is {json.dumps(value)} but zhbert derives "
+                          f"{json.dumps(mine)} from {source}; set that key instead (or drop it from "
+                          "deepspeed.extra / the --deepspeed_config file)")
+    h = hidden_size
+    sizes = {"reduce_bucket_size": h * h if h else None,
+             "stage3_prefetch_bucket_size": int(0.9 * h * h) if h else None,
+             "stage3_param_persistence_threshold": 10 * h if h else None}
+    zero = user.get("zero_optimization")
+    if isinstance(zero, dict):
+        for k, v in sizes.items():
+            if zero.get(k) == "auto" and v is not None:
+                zero[k] = v
+    left = _autos(user)
+    if left:
+        raise ConfigError(f"deepspeed config: {left[0]} is \"auto\", which zhbert cannot fill in; give a value")
+    return deep_merge(derived, user)
+
+
+def _get(d: dict, path: tuple) -> Any:
+    for k in path:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def _section_conflicts(user: dict, mine: dict) -> list[tuple[str, Any, Any]]:
+    """(key, user value, derived value) for each key of a repeated optimizer/scheduler section
+    that contradicts the derived one; ``"auto"`` and keys zhbert does not derive never do."""
+    out = []
+    if user.get("type", mine.get("type")) not in (mine.get("type"), "auto"):
+        out.append(("type", user.get("type"), mine.get("type")))
+    params, derived = user.get("params", {}), mine.get("params", {})
+    if not isinstance(params, dict):
+        return out + [("params", params, derived)]
+    for k, v in params.items():
+        if v != "auto" and k in derived and v != derived[k] and not (
+                isinstance(v, list) and list(v) == list(derived[k] if isinstance(derived[k], (list, tuple)) else [])):
+            out.append((f"params.{k}", v, derived[k]))
+    return out
+
+
+def _autos(d: Any, prefix: str = "") -> list[str]:
+    if isinstance(d, dict):
+        return [x for k, v in d.items() for x in _autos(v, f"{prefix}{k}.")]
+    return [prefix.rstrip(".")] if d == "auto" else []
 
 
 def _offload(device: str, nvme_path, on_cpu: bool) -> dict[str, Any]:

@@ -62,7 +62,6 @@ def setup_env() -> None:
     env.setdefault("MASTER_ADDR", "127.0.0.1")
     if "MASTER_PORT" not in env:
         env["MASTER_PORT"] = str(free_port())
-    env.setdefault("WANDB_SILENT", "true")
     import torch
 
     if not torch.cuda.is_available():
@@ -71,6 +70,34 @@ def setup_env() -> None:
         threads = max(1, (os.cpu_count() or 1) // max(1, local))
         env.setdefault("OMP_NUM_THREADS", str(threads))
         torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
+
+
+# Variables a multi-node run needs on every node, which DeepSpeed's pdsh/ssh runner does not
+# forward (it exports only PYTHON*, MLFLOW*, NCCL*/CUDA*-style accelerator prefixes and what
+# .deepspeed_env lists).
+FORWARD_PREFIXES = ("WANDB_", "HF_", "DS_ACCELERATOR", "ZHBERT_", "TOKENIZERS_PARALLELISM")
+
+
+def multinode_env_warning(env: Optional[dict] = None, home: Optional[str] = None) -> Optional[str]:
+    """The warning for a multi-node launch without a ``.deepspeed_env`` file, else None.
+
+    Multi-node: DeepSpeed's launcher sets CROSS_SIZE (nodes) > 1, or WORLD_SIZE exceeds the
+    local rank count. The runner reads KEY=VALUE lines from ``$DS_ENV_FILE`` (default
+    ``.deepspeed_env``) in the home directory and in the launch directory and exports them on
+    every node.
+    """
+    env = os.environ if env is None else env
+    local = int(env.get("LOCAL_SIZE", env.get("LOCAL_WORLD_SIZE", env.get("WORLD_SIZE", "1"))))
+    multinode = int(env.get("CROSS_SIZE", "1")) > 1 or int(env.get("WORLD_SIZE", "1")) > local
+    if not multinode:
+        return None
+    name = env.get("DS_ENV_FILE", ".deepspeed_env")
+    if any((Path(d) / name).is_file() for d in (home or os.path.expanduser("~"), ".")):
+        return None
+    wanted = sorted(k for k in env if k.startswith(FORWARD_PREFIXES))
+    return (f"multi-node launch without a {name} file: DeepSpeed's runner does not forward "
+            f"{', '.join(wanted) if wanted else 'WANDB_*, HF_*, DS_ACCELERATOR'} to the other nodes. Put KEY=VALUE "
+            f"lines in ./{name} or ~/{name} before launching (see README, multi-node)")
 
 
 def free_port() -> int:
@@ -280,14 +307,30 @@ def _grad_norm_fp32(model) -> float:
     return float(torch.stack(sq).sum().sqrt()) if sq else 0.0
 
 
-class _Logger:
-    """metrics.jsonl + wandb + tqdm, rank 0 only."""
+# metrics.jsonl key -> wandb key: training curves under train/, throughput under perf/,
+# validation (already "eval/...") as it is.
+_WANDB_KEYS = {"tokens_per_s": "perf/tokens_per_s", "samples_per_s": "perf/samples_per_s", "mfu": "perf/mfu"}
 
-    def __init__(self, cfg: PretrainConfig, out: Path, start_step: int, rank: int):
+
+def wandb_key(key: str) -> str:
+    return _WANDB_KEYS.get(key, key if "/" in key else f"train/{key}")
+
+
+class _Logger:
+    """metrics.jsonl + wandb + progress, rank 0 only.
+
+    Progress is a tqdm bar on a terminal; otherwise (nohup, SLURM, a pipe) one plain line per
+    logged step: step, loss, MLM/NSP accuracy, lr, tokens/s and ETA.
+    """
+
+    def __init__(self, cfg: PretrainConfig, out: Path, start_step: int, rank: int,
+                 run_info: Optional[dict[str, Any]] = None):
         self.rank = rank
         self.path = out / "metrics.jsonl"
         self.wandb = None
         self.bar = None
+        self.max_steps = cfg.train.max_steps
+        self.t0, self.step0 = time.perf_counter(), start_step
         if rank != 0:
             return
         truncate_metrics(self.path, start_step)
@@ -305,8 +348,10 @@ class _Logger:
                 id_file.write_text(run_id + "\n")
             self.wandb = wandb.init(project=cfg.wandb.project, entity=cfg.wandb.entity, name=cfg.wandb.name,
                                     group=cfg.wandb.group, tags=cfg.wandb.tags or None, mode=cfg.wandb.mode,
-                                    dir=str(wdir), config=to_dict(cfg), reinit="finish_previous",
-                                    id=run_id, resume="allow")
+                                    dir=str(wdir), config={**to_dict(cfg), **(run_info or {})},
+                                    reinit="finish_previous", id=run_id, resume="allow")
+            where = self.wandb.url or f"{self.wandb.dir} (offline; upload with: wandb sync {Path(self.wandb.dir).parent})"
+            print(f"[zhbert] wandb run {run_id}: {where}", flush=True)
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=cfg.train.max_steps, initial=start_step, desc="pretrain", dynamic_ncols=True,
@@ -319,16 +364,29 @@ class _Logger:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(rec, allow_nan=False) + "\n")
         if self.wandb is not None:
-            wb = {}
-            for k, v in rec.items():
-                if k == "step" or v is None:
-                    continue
-                wb[k if "/" in k or k in ("lr", "grad_norm", "epoch") else f"train/{k}"] = v
-            for k in ("tokens_per_s", "samples_per_s"):
-                if k in rec:
-                    wb.pop(f"train/{k}", None)
-                    wb[k.replace("_per_", "/")] = rec[k]
-            self.wandb.log(wb, step=rec["step"])
+            self.wandb.log({wandb_key(k): v for k, v in rec.items() if k != "step" and v is not None},
+                           step=rec["step"])
+        if self.bar is None or self.bar.disable:
+            print(self.line(rec), flush=True)
+
+    def line(self, rec: dict) -> str:
+        """``step 20/300 | loss 7.412 | mlm_acc 0.061 | nsp_acc 0.52 | lr 3.3e-04 | 5,210 tok/s | ETA 4m10s``"""
+        parts = [f"step {rec['step']}/{self.max_steps}", f"loss {_fmt(rec.get('loss'))}"]
+        for k in ("mlm_acc", "nsp_acc"):
+            if rec.get(k) is not None:
+                parts.append(f"{k} {rec[k]:.3f}")
+        parts.append(f"lr {rec['lr']:.2e}")
+        if rec.get("tokens_per_s") is not None:
+            parts.append(f"{rec['tokens_per_s']:,.0f} tok/s")
+        if rec.get("eval/mlm_acc") is not None:
+            parts.append(f"eval mlm_acc {rec['eval/mlm_acc']:.3f}")
+        done = rec["step"] - self.step0
+        if done > 0 and rec["step"] < self.max_steps:
+            eta = (time.perf_counter() - self.t0) / done * (self.max_steps - rec["step"])
+            parts.append(f"ETA {_duration(eta)}")
+        if rec.get("nonfinite"):
+            parts.append("NON-FINITE")
+        return "[zhbert] " + " | ".join(parts)
 
     def advance(self, n: int, postfix: dict) -> None:
         if self.bar is not None:
@@ -340,6 +398,12 @@ class _Logger:
             self.bar.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def _duration(seconds: float) -> str:
+    m, sec = divmod(int(seconds + 0.5), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s"
 
 
 def _finite_or_none(v: Any) -> Any:
@@ -429,7 +493,7 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
                 resolve_init_from(cfg.model.init_from)
             ckpt_mod._barrier()
         model_config = resolve_model_config(cfg, tokenizer, data_dir)
-        ds_cfg = build_ds_config(cfg, world, device_type)
+        ds_cfg = build_ds_config(cfg, world, device_type, hidden_size=model_config.hidden_size)
         dsets = load_prepared(data_dir)
         collator = PretrainingCollator(VocabInfo.from_tokenizer(tokenizer), cfg.masking, cfg.data.max_seq_length)
         train_batches = ShardedBatches(dsets["train"], collator, seed=t.seed, rank=rank, world_size=world,
@@ -475,12 +539,15 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
             engine, _, _, scheduler = deepspeed.initialize(
                 model=model, model_parameters=_param_groups(model, t.weight_decay), config=ds_cfg)
         except (ValueError, TypeError, KeyError, AssertionError) as e:
-            if not cfg.deepspeed.extra:
+            if not (cfg.deepspeed.extra or cfg.deepspeed.config_file):
                 raise
             first = "; ".join(line.strip() for line in str(e).strip().splitlines()[:3] if line.strip())
-            raise ConfigError(f"deepspeed.extra: DeepSpeed rejected the config made with it "
-                              f"({', '.join(sorted(cfg.deepspeed.extra))}; see {out / 'ds_config.json'}): "
-                              f"{type(e).__name__}: {first}") from None
+            given = ", ".join(filter(None, [f"deepspeed.config_file {cfg.deepspeed.config_file}"
+                                            if cfg.deepspeed.config_file else "",
+                                            f"deepspeed.extra keys {', '.join(sorted(cfg.deepspeed.extra))}"
+                                            if cfg.deepspeed.extra else ""]))
+            raise ConfigError(f"deepspeed.extra: DeepSpeed rejected the config made with {given} "
+                              f"(see {out / 'ds_config.json'}): {type(e).__name__}: {first}") from None
 
         if scheduler is not None:
             # DeepSpeed's Warmup* schedulers start at iteration -1 (= min lr) and count from there;
@@ -521,7 +588,10 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
                 print(f"[zhbert] resumed from {resume_dir} at step {step}, data position "
                       f"epoch {position.epoch} batch {position.batch_index}", flush=True)
 
-        logger = _Logger(cfg, out, step, rank)
+        logger = _Logger(cfg, out, step, rank, run_info={
+            "model_config": model_config.to_dict(), "world_size": world,
+            "global_batch_size": t.micro_batch_size * t.gradient_accumulation_steps * world,
+            "resumed_from": str(resume_dir) if resume_dir is not None else None})
         peak = _peak_tflops(cfg, device_type)
         last_saved = step if resume_dir is not None else None
         last_rec: dict[str, Any] = {}
