@@ -135,6 +135,20 @@ def test_task_names_and_configs():
         load_task_config(None, ["batch_size=0"])
 
 
+def test_configs_match_the_clue_baseline_rows_they_cite():
+    """configs/clue/*.yaml cite the CLUE README's BERT-base rows; the values of those rows
+    (github.com/CLUEbenchmark/CLUE README, per-task tables: batch, length, epoch, lr)."""
+    clue_bert_base = {  # task: (batch_size, max_seq_length, epochs, lr)
+        "afqmc": (16, 128, 3, 2e-5), "tnews": (16, 128, 3, 2e-5), "iflytek": (32, 128, 3, 2e-5),
+        "cmnli": (64, 128, 2, 3e-5), "wsc": (8, 128, 50, 2e-5), "csl": (4, 256, 5, 1e-5),
+    }
+    for name, row in clue_bert_base.items():
+        path = REPO / "configs" / "clue" / f"{name}.yaml"
+        cfg = load_task_config(path)
+        assert (cfg.batch_size, cfg.max_seq_length, cfg.epochs, cfg.lr) == row, name
+        assert "BERT-base row" in path.read_text(encoding="utf-8")
+
+
 def test_metrics():
     assert accuracy([1, 0, 2, 2], [1, 1, 2, 0]) == 0.5
     assert summarize_seeds([0.5, 0.7, 0.6]) == pytest.approx({"max": 0.7, "mean": 0.6, "n": 3})
@@ -355,3 +369,37 @@ def test_finetuning_text_gets_the_pretraining_normalisation(tmp_path):
     v = again.vocab
     assert raw == [v["[CLS]"], v["你"], v["好"], v["，"], v["[SEP]"], v["[UNK]"], v["[SEP]"]]
     assert normed == [v["[CLS]"], v["你"], v["好"], v[","], v["[SEP]"], v["a"], v["[SEP]"]]
+
+
+def test_task_without_test_file_is_left_out_of_the_submission(tiny_model, tmp_path):
+    """CSL without test.json: fine-tuned and reported, but its (empty) predictions are not
+    zipped for upload, and the run says so."""
+    from zhbert.clue.run import run_clue
+
+    data = tmp_path / "data"
+    shutil.copytree(FIX / "csl_public", data / "csl_public", ignore=shutil.ignore_patterns("test.json"))
+    shutil.copytree(FIX / "cluewsc2020_public", data / "cluewsc2020_public")
+    out = tmp_path / "out"
+    (out / "submission").mkdir(parents=True)
+    (out / "submission" / "csl_predict.json").write_text('{"id": 0, "label": "1"}\n')  # stale, earlier run
+    with pytest.warns(UserWarning, match=r"CSL: no test predictions .*csl_public/test\.json.*left out of submission\.zip"):
+        res = run_clue(str(tiny_model), parse_tasks("csl,wsc"), data, out, seeds=[1], wandb_mode="disabled",
+                       overrides=["epochs=1", "batch_size=4", "lr=1e-3"])
+    assert set(res["tasks"]) == {"csl", "wsc"} and res["tasks"]["csl"]["test_size"] == 0
+    assert (out / "csl" / "seed1" / "test_predictions.jsonl").read_text() == ""
+    with zipfile.ZipFile(out / "submission.zip") as z:
+        assert z.namelist() == ["cluewsc11_predict.json"]
+        assert z.read("cluewsc11_predict.json").strip()
+    assert sorted(p.name for p in (out / "submission").iterdir()) == ["cluewsc11_predict.json"]
+
+
+def test_write_submission_without_any_test_predictions(tmp_path):
+    from zhbert.clue.report import write_submission
+
+    seed_dir = tmp_path / "tnews" / "seed1"
+    seed_dir.mkdir(parents=True)
+    (seed_dir / "test_predictions.jsonl").write_text("")
+    (tmp_path / "submission.zip").write_bytes(b"stale")
+    with pytest.warns(UserWarning, match="TNEWS: no test predictions"):
+        assert write_submission(tmp_path, {"tnews": seed_dir}) is None
+    assert not (tmp_path / "submission.zip").exists()

@@ -4,15 +4,21 @@ Exact tests pick probabilities / budgets that make the result predictable by han
 statistical tests check the rates over a few thousand synthetic sequences.
 """
 
+import subprocess
+import sys
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 import torch
 
+from _pretrain_fixtures import REPO, SAMPLE, cpu_env
 from zhbert.collator import PretrainingCollator, batch_rng
-from zhbert.errors import DataError
-from zhbert.masking import VocabInfo, choose_units, mask_batch, mask_sequence, num_to_predict
+from zhbert.config import MaskingConfig, load_config
+from zhbert.errors import ConfigError, DataError
+from zhbert.masking import (VocabInfo, auto_max_predictions, choose_units, mask_batch, mask_sequence,
+                            num_to_predict)
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4  # 5..9 are [unused*]
 SPECIAL = (PAD, CLS, SEP, MASK)
@@ -313,7 +319,7 @@ def make_instances():
 
 def test_collator_pads_and_masks():
     insts = make_instances()
-    col = PretrainingCollator(VOCAB, Cfg(strategy="entity", mask_prob=0.3), max_seq_length=128)
+    col = PretrainingCollator(VOCAB, Cfg(strategy="entity", mask_prob=0.3, max_predictions="auto"), max_seq_length=128)
     batch = col(insts, batch_rng(42, 0, 0, 0))
     assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "labels", "next_sentence_label"}
     assert all(t.dtype == torch.long for t in batch.values())
@@ -363,3 +369,161 @@ def test_batch_rng_streams_differ():
     draws = {tuple(batch_rng(*c).integers(0, 2**31, 4)) for c in [(1, 0, 0, 0), (1, 0, 0, 1), (1, 1, 0, 0), (1, 0, 1, 0), (2, 0, 0, 0)]}
     assert len(draws) == 5
     assert batch_rng(1, 2, 3, 4).random() == np.random.default_rng([1, 2, 3, 4]).random()
+
+
+# ----------------------------------------------------------------------------- max_predictions
+
+def test_max_predictions_auto_hand_worked():
+    # ceil(0.15 * 128) = ceil(19.2) = 20 (Google's run_pretraining example), ceil(76.8) = 77 at 512;
+    # 0.15 * 100 is 15.000000000000002 in floating point and must still give 15
+    assert auto_max_predictions(0.15, 128) == 20 and auto_max_predictions(0.15, 512) == 77
+    assert auto_max_predictions(0.15, 100) == 15 and auto_max_predictions(0.2, 64) == 13
+    assert MaskingConfig().max_predictions == "auto"
+    # auto never caps: a 1000-token row gets round(150) even though 20 is the 128-token cap
+    assert num_to_predict(1000, Cfg(max_predictions="auto")) == 150
+    assert num_to_predict(1000, Cfg(max_predictions=20)) == 20
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # auto, or an explicit cap that is not below it: silent
+        assert PretrainingCollator(VOCAB, MaskingConfig(), 512).max_predictions == 77
+        assert PretrainingCollator(VOCAB, MaskingConfig(), 128).max_predictions == 20
+        assert PretrainingCollator(VOCAB, MaskingConfig(max_predictions=20), 128).max_predictions == 20
+    with pytest.warns(UserWarning, match=r"masking\.max_predictions=20 .* 77.*3\.9% .*instead of 15%"):
+        assert PretrainingCollator(VOCAB, MaskingConfig(max_predictions=20), 512).max_predictions == 20
+
+
+def test_max_predictions_config_values():
+    assert load_config(None, ["masking.max_predictions=auto"]).masking.max_predictions == "auto"
+    assert load_config(None, ["masking.max_predictions=80"]).masking.max_predictions == 80
+    for bad in ("0", "many", "true", "2.5"):
+        with pytest.raises(ConfigError, match="masking.max_predictions"):
+            load_config(None, [f"masking.max_predictions={bad}"])
+    with pytest.raises(ConfigError, match="masking.max_predictions"):
+        PretrainingCollator(VOCAB, Cfg(max_predictions="lots"), 128)
+
+
+# ----------------------------------------------------------------------------- real prepared data
+#
+# corpora/sample through `zhbert prepare` and the collator exactly as the trainer builds it
+# (PretrainingCollator(VocabInfo.from_tokenizer(tok), cfg.masking, cfg.data.max_seq_length)).
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """``prepared(max_seq_length)`` -> (train rows, VocabInfo) of corpora/sample, prepared once per
+    length. For 512 the sample's short documents are joined ten at a time (one sentence per
+    line, bert format), so that instances reach 512 tokens as Wikipedia articles do."""
+    from zhbert.prepare import load_prepared
+    from zhbert.tokenizer import ChineseTokenizer
+
+    root = tmp_path_factory.mktemp("masking_data")
+    cache = {}
+
+    def get(max_len: int):
+        if max_len not in cache:
+            src, fmt = SAMPLE, []
+            if max_len > 128:
+                src, fmt = root / "long", ["--format", "bert"]
+                src.mkdir(exist_ok=True)
+                docs = [d for d in (SAMPLE / "sample_bert.txt").read_text(encoding="utf-8").split("\n\n") if d.strip()]
+                joined = ["\n".join(docs[i:i + 10]) for i in range(0, len(docs), 10)]
+                (src / "long.txt").write_text("\n\n".join(joined) + "\n", encoding="utf-8")
+            out = root / f"data{max_len}"
+            subprocess.run([sys.executable, "-m", "zhbert.cli", "prepare", "--input", str(src), "--output", str(out),
+                            "--vocab", str(REPO / "configs" / "vocab" / "sample_vocab.txt"),
+                            "--max-seq-length", str(max_len), *fmt, "data.dupe_factor=2",
+                            "data.validation_fraction=0"], check=True, env=cpu_env(), capture_output=True)
+            rows = list(load_prepared(out)["train"])
+            cache[max_len] = rows, VocabInfo.from_tokenizer(ChineseTokenizer.from_dir(out))
+        return cache[max_len]
+
+    return get
+
+
+def collate_all(rows, collator, epochs: int, micro: int = 16):
+    """(instances, batch) for every batch of ``epochs`` passes, each with its own batch_rng."""
+    for epoch in range(epochs):
+        for b in range(0, len(rows), micro):
+            yield rows[b:b + micro], collator(rows[b:b + micro], batch_rng(0, epoch, 0, b // micro))
+
+
+@pytest.mark.parametrize("max_len", [128, 512])
+def test_predicted_share_is_mask_prob_on_real_data(prepared, max_len):
+    rows, vocab = prepared(max_len)
+    lengths = np.array([len(r["input_ids"]) for r in rows])
+    assert lengths.max() == max_len and (lengths > 0.9 * max_len).mean() > 0.3  # long rows exist
+
+    def share(masking):
+        col = PretrainingCollator(vocab, masking, max_len)
+        pred = real = 0
+        for _, batch in collate_all(rows, col, epochs=2):
+            pred += int((batch["labels"] != -100).sum())
+            real += int(batch["attention_mask"].sum())
+        return pred / real
+
+    assert 0.14 <= share(MaskingConfig(strategy="wwm")) <= 0.16  # the defaults: max_predictions auto
+    # the old default, a 128-token cap of 20, starves the 512 phase
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        old = share(MaskingConfig(strategy="wwm", max_predictions=20))
+    warned = [w for w in caught if "masking.max_predictions" in str(w.message)]
+    if max_len == 128:
+        assert 0.14 <= old <= 0.16 and not warned
+    else:
+        assert old < 0.07 and len(warned) == 1
+
+
+def _treatments(batch, mask_id):
+    """Per chosen token: "M" shown as [MASK], "S" shown as itself (kept, or a random draw that hit
+    the original), "R" another token; with the original ids (labels) and row / word ids."""
+    labels = batch["labels"].numpy()
+    shown = batch["input_ids"].numpy()
+    chosen = labels != -100
+    kind = np.where(shown == mask_id, "M", np.where(shown == labels, "S", "R"))
+    return chosen, kind, labels
+
+
+@pytest.mark.parametrize("replace_unit", ["token", "word"])
+def test_replace_unit_on_real_whole_words(prepared, replace_unit):
+    """token (the default): the characters of a chosen word get independent 80/10/10 draws, so a
+    multi-character word is mixed (e.g. one [MASK], one kept) as often as independent draws
+    predict for the observed word lengths; word: never mixed."""
+    rows, vocab = prepared(128)
+    cfg = MaskingConfig(strategy="wwm", replace_unit=replace_unit)
+    assert MaskingConfig().replace_unit == "token"
+    col = PretrainingCollator(vocab, cfg, 128)
+    K = vocab.replacement_ids.size
+    is_rep = np.zeros(vocab.vocab_size, dtype=bool)
+    is_rep[vocab.replacement_ids] = True
+    mixed = mixed_mask = n_words = 0
+    expected = variance = 0.0
+    lengths = []
+    for instances, batch in collate_all(rows, col, epochs=6):
+        chosen, kind, labels = _treatments(batch, vocab.mask_id)
+        for i, inst in enumerate(instances):
+            wids = np.full(chosen.shape[1], -1)
+            wids[:len(inst["word_ids"])] = inst["word_ids"]
+            for word in np.unique(wids[chosen[i] & (wids >= 0)]):
+                pos = np.flatnonzero(wids == word)
+                if pos.size < 2:
+                    continue
+                assert chosen[i, pos].all()  # whole-word masking: all characters chosen
+                k = kind[i, pos]
+                n_words += 1
+                lengths.append(pos.size)
+                mixed += len(set(k)) > 1
+                mixed_mask += ("M" in k) and len(set(k)) > 1
+                # independent draws: [MASK] 0.8; shown as itself 0.1 kept + 0.1 x P(random draw
+                # = original) = 0.1/K for a replaceable original; another token the rest
+                p_same = 0.1 + 0.1 * is_rep[labels[i, pos]] / K
+                p_uniform = 0.8 ** pos.size + np.prod(p_same) + np.prod(0.2 - p_same)
+                expected += 1 - p_uniform
+                variance += p_uniform * (1 - p_uniform)
+    assert n_words > 1000 and max(lengths) >= 3
+    if replace_unit == "token":
+        # e.g. 2 characters: 1 - (0.8² + 0.1² + 0.1²) = 0.34 of the words are mixed
+        assert mixed / n_words > 0.3
+        assert abs(mixed - expected) <= 4 * variance ** 0.5 + 1, (mixed, expected, n_words)
+    else:
+        # one draw per word: [MASK] never mixes with anything; a "random" word can only look
+        # mixed where a random draw hits its original character (p = 1/K per character)
+        assert mixed_mask == 0
+        assert mixed <= 0.002 * n_words

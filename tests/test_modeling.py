@@ -367,6 +367,94 @@ def test_pre_layernorm_runs_saves_and_loads(tmp_path):
     assert_close(out.seq_relationship_logits, out2.seq_relationship_logits, atol=0)
 
 
+def test_pre_layernorm_export_is_refused_by_transformers_and_reloads_in_zhbert(tmp_path):
+    """transformers has no pre-LN BERT: an export it would load as `bert` (dropping the final
+    LayerNorm, moving every LayerNorm after its sublayer) must be refused by its own Auto
+    classes, while zhbert reads it back exactly -- and still reads pre-LN checkpoints written
+    before the rename (model_type bert + pre_layernorm true)."""
+    torch.manual_seed(4)
+    model = BertForPreTraining(BertConfig(**SMALL, pre_layernorm=True)).eval()
+    bt = batch(seed=4)
+    with torch.no_grad():
+        ref = model(**bt)
+    new = tmp_path / "new"
+    model.save_pretrained(new)
+    # config.json as zhbert.checkpoint.save_hf writes it for every pretraining export
+    model.config.save_pretrained(new, architectures=["BertForPreTraining"])
+    cfg = json.loads((new / "config.json").read_text())
+    assert cfg["model_type"] == "zhbert-preln-bert" and cfg["pre_layernorm"] is True
+    assert cfg["architectures"] == ["ZhbertPreLNBertForPreTraining"]
+    for auto in (transformers.AutoConfig, transformers.AutoModel, transformers.AutoModelForPreTraining):
+        with pytest.raises(ValueError, match="zhbert-preln-bert"):
+            auto.from_pretrained(new)
+
+    old = tmp_path / "old"  # as zhbert wrote pre-LN models before
+    old.mkdir()
+    (old / "model.safetensors").write_bytes((new / "model.safetensors").read_bytes())
+    (old / "config.json").write_text(json.dumps(dict(cfg, model_type="bert", architectures=["BertForPreTraining"])))
+    for d in (new, old):
+        again, report = BertForPreTraining.from_pretrained(d, output_loading_info=True)
+        assert again.config.pre_layernorm and report.initialized == [] and report.unexpected == []
+        with torch.no_grad():
+            out = again.eval()(**bt)
+        assert_close(out.prediction_logits, ref.prediction_logits, atol=0)
+        assert_close(out.seq_relationship_logits, ref.seq_relationship_logits, atol=0)
+        assert out.loss.item() == ref.loss.item()
+    # re-saving an old one writes the new names
+    BertForPreTraining.from_pretrained(old).save_pretrained(tmp_path / "resaved")
+    assert json.loads((tmp_path / "resaved" / "config.json").read_text())["model_type"] == "zhbert-preln-bert"
+    # a config that says pre-LN model type but post-LN layers is contradictory
+    with pytest.raises(ConfigError, match="zhbert-preln-bert.*pre_layernorm"):
+        BertConfig.from_dict(dict(cfg, pre_layernorm=False), source="x/config.json")
+
+    # fine-tuned classifiers too (zhbert eval clue saves BertForSequenceClassification)
+    clf = BertForSequenceClassification(BertConfig(**SMALL, pre_layernorm=True), num_labels=3).eval()
+    clf.save_pretrained(tmp_path / "clf")
+    assert json.loads((tmp_path / "clf" / "config.json").read_text())["architectures"] == \
+        ["ZhbertPreLNBertForSequenceClassification"]
+    with pytest.raises(ValueError, match="zhbert-preln-bert"):
+        transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "clf")
+    clf2 = BertForSequenceClassification.from_pretrained(tmp_path / "clf").eval()
+    with torch.no_grad():
+        assert torch.equal(clf2(**no_labels(bt)).logits, clf(**no_labels(bt)).logits)
+
+
+def test_post_layernorm_export_keeps_transformers_names(tmp_path):
+    torch.manual_seed(5)
+    model = BertForPreTraining(BertConfig(**SMALL)).eval()
+    model.save_pretrained(tmp_path)
+    model.config.save_pretrained(tmp_path, architectures=["BertForPreTraining"])  # as save_hf does
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert (cfg["model_type"], cfg["architectures"], cfg["pre_layernorm"]) == ("bert", ["BertForPreTraining"], False)
+    hf = transformers.AutoModelForPreTraining.from_pretrained(tmp_path).eval()
+    assert type(hf) is transformers.BertForPreTraining
+    bt = batch(seed=5)
+    with torch.no_grad():
+        ref, out = hf(**bt), model(**bt)
+    assert_close(out.prediction_logits, ref.prediction_logits[bt["labels"] != -100])
+    assert_close(out.seq_relationship_logits, ref.seq_relationship_logits)
+
+
+@pytest.mark.parametrize("pre_ln", [False, True])
+def test_model_card_library_matches_what_loads_it(tmp_path, pre_ln):
+    """zhbert release's README.md: `library_name: transformers` only where transformers loads it."""
+    from zhbert.release import _Source, model_card
+
+    model = BertForPreTraining(BertConfig(**SMALL, pre_layernorm=pre_ln))
+    model.save_pretrained(tmp_path)
+    (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n", encoding="utf-8")
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    card = model_card("m", {"config": cfg, "params": 1}, _Source(tmp_path, {}, None, None), 2)
+    front = card.split("---")[1]
+    if pre_ln:
+        assert "library_name: zhbert" in front and "transformers" not in front
+        assert "from transformers import BertForPreTraining" not in card
+        assert "from zhbert import BertForPreTraining" in card
+    else:
+        assert "library_name: transformers" in front
+        assert "from transformers import BertForPreTraining" in card
+
+
 # ------------------------------------------------------------------ sequence classification
 def test_sequence_classification_parity_with_hf(tmp_path):
     hf = hf_model(transformers.BertForSequenceClassification, num_labels=3)

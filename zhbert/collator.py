@@ -15,15 +15,23 @@ fresh for every batch from the coordinates of that batch::
 
 so a resumed run (same seed, epoch, rank, batch index) re-draws exactly the same masks, and no
 generator state has to be checkpointed or shared between DataLoader workers.
+
+The masking budget's cap ``masking.max_predictions`` belongs to a sequence length; the
+collator is where that length is known, so it resolves ``auto`` here (``self.max_predictions``,
+ceil(mask_prob x max_seq_length): 20 at 128, 77 at 512) and warns, naming the key, when an
+explicit cap is below it -- the 512-token phase with the 128-token cap of 20 predicts ~5% of
+the tokens instead of 15%.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import torch
 
 from zhbert.errors import ConfigError, DataError
-from zhbert.masking import IGNORE_INDEX, VocabInfo, check_masking_config, mask_batch
+from zhbert.masking import AUTO, IGNORE_INDEX, VocabInfo, auto_max_predictions, check_masking_config, mask_batch
 
 
 def batch_rng(seed: int, epoch: int, rank: int, batch_index: int) -> np.random.Generator:
@@ -48,6 +56,16 @@ class PretrainingCollator:
         self.vocab = vocab
         self.cfg = masking_cfg
         self.max_seq_length = int(max_seq_length)
+        # the cap per sequence, resolved for this length (auto caps nothing: see zhbert/masking.py)
+        auto = auto_max_predictions(masking_cfg.mask_prob, self.max_seq_length)
+        self.max_predictions = auto if masking_cfg.max_predictions == AUTO else int(masking_cfg.max_predictions)
+        if self.max_predictions < auto:
+            warnings.warn(
+                f"masking.max_predictions={self.max_predictions} caps the masked-LM budget below "
+                f"mask_prob x max_seq_length = {masking_cfg.mask_prob:g} x {self.max_seq_length} -> {auto}: full-length "
+                f"sequences get {100 * self.max_predictions / self.max_seq_length:.1f}% of their tokens "
+                f"predicted instead of {100 * masking_cfg.mask_prob:g}%; set masking.max_predictions=auto",
+                UserWarning, stacklevel=2)
         self.pad_to_multiple_of = pad_to_multiple_of
         self.needs_words = masking_cfg.strategy != "char"
         self.needs_entities = masking_cfg.strategy == "entity"

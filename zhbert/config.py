@@ -102,21 +102,27 @@ class ModelConfig:
 
 @dataclass
 class MaskingConfig:
-    """Dynamic masking (see zhbert/masking.py for the strategies)."""
+    """Dynamic masking (see zhbert/masking.py for the strategies, budget and 80/10/10 rule)."""
 
     strategy: str = "wwm"  # char | wwm | entity | ngram
     mask_prob: float = 0.15
-    max_predictions: int = 20
+    # Cap on predictions per sequence. auto = ceil(mask_prob * data.max_seq_length): 20 at 128,
+    # 77 at 512, never binding. An explicit value below that warns (20 at 512 predicts ~5%).
+    max_predictions: Union[int, str] = "auto"
     mask_token_prob: float = 0.8
     random_token_prob: float = 0.1
-    replace_unit: str = "word"  # word | token: where the 80/10/10 decision is drawn
+    # Where the 80/10/10 decision is drawn: token = per chosen token (Google, HFL
+    # Chinese-BERT-wwm); word = once per chosen word / entity / n-gram.
+    replace_unit: str = "token"  # token | word
     ngram_probs: list[float] = field(default_factory=lambda: [0.4, 0.3, 0.2, 0.1])
 
     def validate(self, where: str) -> None:
         _choice(where, "masking.strategy", self.strategy, ["char", "wwm", "entity", "ngram"])
-        _choice(where, "masking.replace_unit", self.replace_unit, ["word", "token"])
+        _choice(where, "masking.replace_unit", self.replace_unit, ["token", "word"])
         _check(where, "masking.mask_prob", 0 < self.mask_prob < 1, "must be in (0, 1)")
-        _check(where, "masking.max_predictions", self.max_predictions >= 1, "must be >= 1")
+        mp = self.max_predictions
+        _check(where, "masking.max_predictions", mp == "auto" or (isinstance(mp, int) and mp >= 1),
+               f"must be auto or an integer >= 1; got {mp!r}")
         p = self.mask_token_prob + self.random_token_prob
         _check(where, "masking.mask_token_prob", self.mask_token_prob >= 0 and self.random_token_prob >= 0 and p <= 1,
                "mask_token_prob and random_token_prob must be >= 0 and sum to <= 1")

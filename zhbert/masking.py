@@ -31,6 +31,29 @@ max(1, round(n * mask_prob)))`` where ``n`` counts the maskable tokens (everythi
 Units are visited in random order; a unit is skipped if adding it would exceed the budget and
 the walk stops when the budget is met. A word longer than the whole budget is never masked.
 
+``max_predictions`` is a cap sized for one sequence length. Google sets it by hand next to
+``max_seq_length`` ("around max_seq_length * masked_lm_prob": 20 at 128, 80 at 512); a cap
+of 20 left at 512 predicts ~4.9% of the tokens instead of 15%. The default, ``auto``, is
+``ceil(mask_prob * max_seq_length)`` (20 at 128, 77 at 512: :func:`auto_max_predictions`),
+which is never below ``round(n * mask_prob)`` for a sequence that fits in ``max_seq_length``:
+``auto`` never caps, so the masking functions treat it as "no cap" and need no length. The
+collator (zhbert/collator.py) resolves it against its ``max_seq_length`` and warns when an
+explicit cap is below that value.
+
+Replacement (``MaskingConfig.replace_unit``): every chosen token is predicted; what the model
+*sees* there follows BERT's 80/10/10 rule -- [MASK] 80% of the time, a random token 10%, the
+original token 10%. ``token`` (default) draws that decision independently for every token, as
+Google's ``create_masked_lm_predictions`` and HFL's Chinese-BERT-wwm do (whole-word masking
+changes which tokens are *chosen*, not how each is replaced: Chinese-BERT-wwm issues #4, #33).
+A chosen two-character word is then mixed -- e.g. one [MASK] and one kept character -- with
+probability 1 - (0.8² + 0.1² + 0.1²) = 34%. ``word`` draws once per unit, so a whole word /
+entity / n-gram is all [MASK], all random or all kept (an option, not a published recipe)::
+
+    分词          使用 语言 模型 来 预测
+    chosen        语言 预测
+    token (默认)  使 用 [MASK] 言 模 型 来 [MASK] [MASK]   (言 kept: its own 10% draw)
+    word          使 用 [MASK] [MASK] 模 型 来 [MASK] [MASK]
+
 Speed: :func:`mask_batch` works on a padded (B, T) batch with whole-batch numpy operations;
 only the "skip a unit that overflows" tail of the walk and the n-gram walk are Python loops per
 row. :func:`mask_sequence` is the same code on a batch of one (per-call numpy overhead
@@ -42,6 +65,7 @@ gives the same mask. The collator (zhbert/collator.py) is handed a fresh generat
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,7 +74,8 @@ from zhbert.errors import ConfigError, DataError
 
 IGNORE_INDEX = -100  # label of positions that are not predicted (HF / torch CrossEntropy default)
 STRATEGIES = ("char", "wwm", "entity", "ngram")
-REPLACE_UNITS = ("word", "token")
+REPLACE_UNITS = ("token", "word")
+AUTO = "auto"  # masking.max_predictions: sized from max_seq_length (auto_max_predictions)
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,8 +133,9 @@ def check_masking_config(cfg) -> None:
         raise ConfigError(f"masking.replace_unit: {cfg.replace_unit!r} is not one of {', '.join(REPLACE_UNITS)}")
     if not 0 < cfg.mask_prob < 1:
         raise ConfigError(f"masking.mask_prob: {cfg.mask_prob} must be in (0, 1)")
-    if int(cfg.max_predictions) < 1:
-        raise ConfigError(f"masking.max_predictions: {cfg.max_predictions} must be >= 1")
+    mp = cfg.max_predictions
+    if mp != AUTO and (not isinstance(mp, (int, np.integer)) or isinstance(mp, bool) or mp < 1):
+        raise ConfigError(f"masking.max_predictions: {mp!r} must be auto or an integer >= 1")
     pm, pr = cfg.mask_token_prob, cfg.random_token_prob
     if pm < 0 or pr < 0 or pm + pr > 1 + 1e-9:
         raise ConfigError("masking.mask_token_prob / masking.random_token_prob must be >= 0 and sum to <= 1")
@@ -146,8 +172,9 @@ def mask_batch(input_ids, word_ids, entity_ids, cfg, vocab: VocabInfo,
     out = flat.copy()
     labels = np.full(flat.shape, IGNORE_INDEX, dtype=np.int64)
     labels[pos] = flat[pos]
-    # One uniform draw per unit (replace_unit="word": a whole word / n-gram / entity is either
-    # all [MASK], all random or all kept, as Chinese-BERT-wwm does) or per token ("token").
+    # The 80/10/10 decision: one uniform draw per chosen token (replace_unit="token", Google's
+    # and HFL's recipe: the characters of a chosen word are treated independently), or one
+    # per unit ("word": a whole word / n-gram / entity is all [MASK], all random or all kept).
     if cfg.replace_unit == "word":
         u = rng.random(n_groups)[group]  # (P,)
     else:
@@ -177,10 +204,27 @@ def choose_units(input_ids, word_ids, entity_ids, cfg, vocab: VocabInfo,
 
 def num_to_predict(n_maskable, cfg):
     """Google's budget: round(n * mask_prob), at least 1, at most max_predictions; 0 if n == 0.
-    Works on an int or an array of per-row counts (round half to even, like Python's round)."""
+    Works on an int or an array of per-row counts (round half to even, like Python's round).
+    ``max_predictions: auto`` caps nothing (see the module docstring)."""
     n = np.asarray(n_maskable)
-    budget = np.where(n > 0, np.clip(np.rint(n * cfg.mask_prob), 1, int(cfg.max_predictions)), 0)
+    cap = np.inf if cfg.max_predictions == AUTO else int(cfg.max_predictions)
+    budget = np.where(n > 0, np.clip(np.rint(n * cfg.mask_prob), 1, cap), 0)
     return budget.astype(np.int64) if budget.ndim else int(budget)
+
+
+def auto_max_predictions(mask_prob: float, max_seq_length: int) -> int:
+    """What ``max_predictions: auto`` stands for: ceil(mask_prob * max_seq_length), 20 at 128
+    and 77 at 512 for mask_prob 0.15 (Google's README: "around max_seq_length *
+    masked_lm_prob", 20 at 128). Never below the budget of a sequence of max_seq_length tokens."""
+    # round first: 0.15 * 100 is 15.000000000000002 in floating point, whose ceil is 16
+    return max(1, math.ceil(round(mask_prob * max_seq_length, 9)))
+
+
+def resolve_max_predictions(cfg, max_seq_length: int) -> int:
+    """``cfg.max_predictions`` as a number for sequences of up to ``max_seq_length`` tokens."""
+    if cfg.max_predictions == AUTO:
+        return auto_max_predictions(cfg.mask_prob, max_seq_length)
+    return int(cfg.max_predictions)
 
 
 # ----------------------------------------------------------------------------- selection

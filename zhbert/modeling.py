@@ -18,7 +18,12 @@ Pre-LN variant (``pre_layernorm: true``): the same parameter names are reused bu
 *before* each sublayer: ``attention.output.LayerNorm`` normalises the attention input,
 ``output.LayerNorm`` normalises the feed-forward input, and an extra final LayerNorm lives at
 ``bert.encoder.final_layer_norm.{weight,bias}`` (present only in pre-LN models). transformers
-has no pre-LN BERT, so such checkpoints are for zhbert only.
+has no pre-LN BERT: loaded as ``bert`` it would drop the final LayerNorm with an "unexpected
+keys" notice and apply every LayerNorm after its sublayer, i.e. compute something else. So a
+pre-LN ``config.json`` says ``model_type: zhbert-preln-bert`` and ``architectures:
+[ZhbertPreLNBertForPreTraining]`` (:meth:`BertConfig.save_pretrained`): transformers' Auto
+classes refuse the unknown model type with their own error, and zhbert reads it (and older
+pre-LN checkpoints saved as ``model_type: bert`` + ``pre_layernorm: true``) as before.
 
 Speed techniques (training step on CPU vs ``transformers.BertForPreTraining``, see
 ``benchmarks/pretrain_throughput.py`` and docs/readme/model.md for measured figures):
@@ -76,6 +81,9 @@ from zhbert.weights import LoadReport, load_into, load_state_dict, normalize_sta
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+# config.json names of pre-LN models: not transformers' "bert", so transformers refuses them
+PRELN_MODEL_TYPE = "zhbert-preln-bert"
+PRELN_ARCH_PREFIX = "ZhbertPreLN"  # BertForPreTraining -> ZhbertPreLNBertForPreTraining
 
 ACT2FN: dict[str, Callable[[Tensor], Tensor]] = {
     "gelu": F.gelu,  # exact erf GELU, as in the original BERT
@@ -190,6 +198,11 @@ class BertConfig:
         if unknown:
             warnings.warn(f"{source}: ignoring unknown key(s) {', '.join(unknown)}", stacklevel=2)
         kwargs = {k: v for k, v in d.items() if k in names}
+        if d.get("model_type") == PRELN_MODEL_TYPE:  # written for pre-LN models only
+            if kwargs.get("pre_layernorm", True) is not True:
+                raise ConfigError(f"{source}: model_type {PRELN_MODEL_TYPE!r} is a pre-LN model but "
+                                  f"pre_layernorm is {kwargs['pre_layernorm']!r}")
+            kwargs["pre_layernorm"] = True
         config = cls.__new__(cls)  # skip __post_init__ so errors name ``source``
         for f in dataclasses.fields(cls):
             setattr(config, f.name, kwargs.get(f.name, f.default))
@@ -216,11 +229,21 @@ class BertConfig:
         return dataclasses.asdict(self)
 
     def save_pretrained(self, directory: str | Path, **extra: Any) -> Path:
-        """Write ``DIR/config.json`` (HF-loadable: adds model_type, architectures)."""
+        """Write ``DIR/config.json`` (adds model_type, architectures; ``extra`` keys last).
+
+        Post-LN: ``model_type: bert``, loadable by transformers as is. Pre-LN: ``model_type:
+        zhbert-preln-bert`` and every architecture renamed ``ZhbertPreLN<name>`` (whatever
+        ``extra`` says), so that transformers refuses the checkpoint instead of loading a
+        different network (see the module docstring).
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         d = {"architectures": ["BertForPreTraining"], "model_type": "bert", **self.to_dict(),
              **extra}
+        if self.pre_layernorm:
+            d["model_type"] = PRELN_MODEL_TYPE
+            d["architectures"] = [a if a.startswith(PRELN_ARCH_PREFIX) else PRELN_ARCH_PREFIX + a
+                                  for a in d["architectures"]]
         path = directory / CONFIG_NAME
         path.write_text(json.dumps(d, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         return path

@@ -157,7 +157,10 @@ def _copy_model(src: _Source, out: Path) -> dict[str, Any]:
     # Loading through the model checks every shape against config.json (names the tensor).
     model = BertForPreTraining.from_pretrained(src.hf)
     n_params = sum(p.numel() for p in model.parameters())
-    shutil.copy2(src.hf / "config.json", out / "config.json")
+    if model.config.pre_layernorm:  # an older pre-LN checkpoint may say model_type bert: re-name it
+        model.config.save_pretrained(out, architectures=["BertForPreTraining"])
+    else:
+        shutil.copy2(src.hf / "config.json", out / "config.json")
     if (src.hf / "model.safetensors").is_file():
         shutil.copy2(src.hf / "model.safetensors", out / "model.safetensors")
     else:  # sharded or .bin: one safetensors file with the normalised names
@@ -250,13 +253,20 @@ def model_card(name: str, model: dict[str, Any], src: _Source, vocab_size: int,
     heads = "MLM + " + ("SOP" if pair_mode == "sop" else "NSP (untrained: pair_mode none)"
                         if pair_mode == "none" else "NSP")
 
-    lines = ["---", "language: zh", "license: apache-2.0", "library_name: transformers",
+    # transformers has no pre-LN BERT (config.json says model_type zhbert-preln-bert, which it
+    # refuses): such a card must not send readers to transformers.
+    pre_ln = bool(cfg.get("pre_layernorm", False))
+    library = "zhbert" if pre_ln else "transformers"
+    loads = (f"a zhbert pre-LN BERT checkpoint (`model_type: zhbert-preln-bert`): transformers has no pre-LN "
+             f"BERT and refuses it; load it with `zhbert.BertForPreTraining.from_pretrained(dir)`." if pre_ln else
+             f"a Hugging Face `BertForPreTraining` checkpoint: "
+             f"`transformers.BertForPreTraining.from_pretrained(dir)` and "
+             f"`zhbert.BertForPreTraining.from_pretrained(dir)` both load it.")
+    lines = ["---", "language: zh", "license: apache-2.0", f"library_name: {library}",
              "pipeline_tag: fill-mask", "tags: [bert, chinese, zhbert]", "---", "",
              f"# {name}", "",
              f"Chinese BERT pretrained from scratch with zhbert "
-             f"({masking or 'unknown'} masking, {heads} heads). The directory is a Hugging Face "
-             f"`BertForPreTraining` checkpoint: `transformers.BertForPreTraining.from_pretrained(dir)` "
-             f"and `zhbert.BertForPreTraining.from_pretrained(dir)` both load it.", "",
+             f"({masking or 'unknown'} masking, {heads} heads). The directory is {loads}", "",
              "## Model", "",
              "| layers | hidden | heads | intermediate | max positions | activation | pre-LN | parameters |",
              "|---|---|---|---|---|---|---|---|",
@@ -323,7 +333,9 @@ def model_card(name: str, model: dict[str, Any], src: _Source, vocab_size: int,
               f"zhbert download {name}            # after adding registry_entry.yaml to a registry",
               f"zhbert eval clue --model {name} --data-dir data/clue --output runs/clue/{name}",
               "sha256sum -c SHA256SUMS           # inside the directory: verify every file", "```", "",
-              "```python", "from transformers import BertForPreTraining, BertTokenizerFast",
+              "```python",
+              "from zhbert import BertForPreTraining" if pre_ln else "from transformers import BertForPreTraining",
+              "from transformers import BertTokenizerFast",
               f"model = BertForPreTraining.from_pretrained(\"path/to/{name}\")  # or `zhbert download` output",
               f"tok = BertTokenizerFast.from_pretrained(\"path/to/{name}\")", "```", ""]
     return "\n".join(lines)

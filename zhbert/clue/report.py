@@ -6,6 +6,7 @@ Layout of ``--output``::
     <task>/seed<k>/dev_predictions.jsonl  one line per dev-file line: {"label": "..."} / null
     <task>/seed<k>/test_predictions.jsonl {"id": ..., "label": "..."} (+ label_desc for TNEWS)
     submission/<CLUE 1.1 file name>       test predictions of each task's best seed
+                                          (tasks without test.json: left out, with a warning)
     submission.zip                        the submission/ files at the top level, for upload
     results.json, results.md, results.png
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Optional
@@ -56,17 +58,31 @@ def test_prediction_rows(spec: TaskSpec, test: Optional[Split], pred: list[int])
 
 
 def write_submission(output: Path, best: dict[str, Path]) -> Optional[Path]:
-    """Copy each task's best-seed test predictions to submission/<CLUE name>; zip them."""
+    """Copy each task's best-seed test predictions to submission/<CLUE name>; zip them.
+
+    A task without test predictions (no ``test.json`` in its data dir, or an empty one) is
+    left out of ``submission/`` and the zip with a warning: an empty prediction file would
+    be scored as a failed task by the CLUE site, silently. Returns None when no task has any.
+    """
     sub = output / "submission"
     files = []
     for task, seed_dir in best.items():
         src = seed_dir / "test_predictions.jsonl"
-        if src.is_file():
-            dst = sub / TASKS[task].submission_file
-            sub.mkdir(parents=True, exist_ok=True)
-            dst.write_bytes(src.read_bytes())
-            files.append(dst)
+        dst = sub / TASKS[task].submission_file
+        data = src.read_bytes() if src.is_file() else b""
+        if not data.strip():
+            dst.unlink(missing_ok=True)  # a stale copy from an earlier run
+            warnings.warn(f"CLUE {TASKS[task].title}: no test predictions ({src} is "
+                          f"{'empty' if src.is_file() else 'missing'}: the data dir has no "
+                          f"{TASKS[task].dir_name}/{TASKS[task].test_file}); left out of submission.zip",
+                          UserWarning, stacklevel=2)
+            continue
+        sub.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(data)
+        files.append(dst)
+    zpath = output / "submission.zip"
     if not files:
+        zpath.unlink(missing_ok=True)
         return None
     zpath = output / "submission.zip"
     with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED) as z:
