@@ -296,6 +296,35 @@ def test_read_only_output_dir(data, tmp_path):
 
 
 def test_deepspeed_extra_that_deepspeed_rejects(data, tmp_path):
-    r = run_script(overrides(data, tmp_path / "run", 'deepspeed.extra={"optimizer": {"type": "NoSuchOpt"}}'))
+    # a key zhbert does not derive, with a value DeepSpeed's config validation rejects
+    r = run_script(overrides(data, tmp_path / "run", 'deepspeed.extra={"zero_optimization": {"reduce_bucket_size": "lots"}}'))
     assert r.returncode == 2, r.stderr[-3000:]
-    assert error_line(r).startswith("pretrain: error: deepspeed.extra: DeepSpeed rejected") and "NoSuchOpt" in error_line(r)
+    msg = error_line(r)
+    assert msg.startswith("pretrain: error: deepspeed.extra: DeepSpeed rejected") and "reduce_bucket_size" in msg
+
+
+# ------------------------------------------------------------------------------ world size
+
+
+def test_stage0_checkpoint_resumes_on_another_world_size_without_conversion(data, trained, tmp_path):
+    from _pretrain_fixtures import metrics, spawn_train
+
+    out = copy_run(trained, tmp_path / "run")
+    r = subprocess.run([sys.executable, "-m", "zhbert.cli", "universal", str(out / "checkpoints" / "step_4")],
+                       env=cpu_env(), capture_output=True, text=True)
+    assert r.returncode == 0 and "not sharded" in r.stdout and "no conversion needed" in r.stdout, r.stderr
+    assert not (out / "checkpoints" / "step_4" / "ds" / "global_step4_universal").exists()
+    # saved by 1 rank (ZeRO 0), resumed by 2: before the fix "saved by 1 ranks, this run has 2"
+    spawn_train(2, [overrides(data, out, "train.max_steps=6", "train.checkpoint_every=2")])
+    recs = metrics(out)
+    assert [x["step"] for x in recs] == [1, 2, 3, 4, 5, 6]
+    meta = json.loads((out / "checkpoints" / "step_6" / "meta.json").read_text())
+    assert meta["world_size"] == 2 and meta["samples_seen"] == 4 * 2 + 2 * 2 * 2
+    # train.resume_universal=true on an unsharded checkpoint is accepted too
+    spawn_train(1, [overrides(data, out, "train.max_steps=7", "train.resume_universal=true")])
+    assert metrics(out)[-1]["step"] == 7
+
+
+def test_warmup_below_two_steps_is_refused_in_one_line():
+    r = run_script(["train.warmup_steps=0"], timeout=120)
+    assert r.returncode == 2 and "train.warmup_steps must be >= 2, got 0" in error_line(r)

@@ -521,6 +521,17 @@ def universal_tag(step_dir: str | Path) -> str:
     return read_meta(step_dir)["ds_tag"] + "_universal"
 
 
+def is_sharded(step_dir: str | Path) -> bool:
+    """Whether the DeepSpeed state is split per rank (ZeRO 1-3 ``*optim_states.pt`` shards).
+
+    ZeRO-0 state (model + optimizer in one ``mp_rank_00_model_states.pt``) is replicated: any
+    number of ranks resumes from it as it is, with no universal conversion.
+    """
+    d = Path(step_dir)
+    tag_dir = d / DS_DIR / read_meta(d)["ds_tag"]
+    return any(tag_dir.glob("*optim_states.pt"))
+
+
 def to_universal(step_dir: str | Path) -> Path:
     """Convert ``step_<N>/ds/<tag>`` into a DeepSpeed universal checkpoint ``<tag>_universal``.
 
@@ -533,6 +544,9 @@ def to_universal(step_dir: str | Path) -> Path:
     if reason is not None:
         raise CheckpointError(f"cannot convert {d}: {reason}")
     meta = read_meta(d)
+    if not is_sharded(d):
+        raise NothingToConvert(f"{d}: ZeRO stage {meta.get('zero_stage', 0)} state is not sharded per rank; it "
+                               "resumes on any number of ranks as it is (no conversion needed)")
     src = d / DS_DIR / meta["ds_tag"]
     dst = d / DS_DIR / universal_tag(d)
     if dst.exists():
@@ -544,7 +558,9 @@ def to_universal(step_dir: str | Path) -> Path:
     env.setdefault("DS_ACCELERATOR", "cpu" if not _cuda() else "cuda")
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if r.returncode != 0:
-        raise CheckpointError(f"ds_to_universal failed for {src}:\n{r.stderr[-3000:]}")
+        shutil.rmtree(dst, ignore_errors=True)
+        last = next((x.strip() for x in reversed(r.stderr.splitlines()) if x.strip()), f"exit {r.returncode}")
+        raise CheckpointError(f"DeepSpeed's ds_to_universal failed for {src}: {last}")
     meta["ds_universal_tag"] = dst.name
     _write_json_atomic(d / META_NAME, {**{k: v for k, v in meta.items() if k != "complete"}, "complete": True})
     return dst
@@ -722,8 +738,15 @@ def add_cli(sub) -> None:
     u.set_defaults(func=_run_universal)
 
 
+class NothingToConvert(CheckpointError):
+    """``zhbert universal`` on a checkpoint whose state is not sharded: not a failure."""
+
+
 def _run_universal(args) -> int:
-    print(to_universal(args.step_dir))
+    try:
+        print(to_universal(args.step_dir))
+    except NothingToConvert as e:
+        print(f"zhbert universal: {e}")
     return 0
 
 

@@ -170,7 +170,9 @@ class TrainConfig:
                     "keep_last", "log_every", "eval_every", "eval_batches"):
             _check(where, f"train.{key}", getattr(self, key) >= 1, "must be >= 1")
         _check(where, "train.lr", self.lr > 0, "must be > 0")
-        _check(where, "train.warmup_steps", 0 <= self.warmup_steps, "must be >= 0")
+        _check(where, "train.warmup_steps", self.warmup_steps >= 2,
+               f"must be >= 2, got {self.warmup_steps}: DeepSpeed's warmup schedulers span at least 2 steps "
+               "(0 is refused by DeepSpeed, 1 would silently mean 2)")
         _check(where, "train.min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "must be in [0, 1]")
         _choice(where, "train.decay", self.decay, ["linear", "cosine", "constant"])
         _check(where, "train.clip_grad_norm", self.clip_grad_norm >= 0, "must be >= 0 (0 = off)")

@@ -104,20 +104,23 @@ def build_ds_config(cfg, world_size: int, device_type: str, hidden_size: Optiona
             # ZeRO-Offload insists on DeepSpeedCPUAdam unless told otherwise.
             ds["zero_force_ds_cpu_optimizer"] = False
 
-    # ---- learning-rate schedule (DeepSpeed steps it once per optimizer step)
+    # ---- learning-rate schedule (DeepSpeed steps it once per optimizer step). Created at
+    # iteration 0 (not DeepSpeed's default -1, whose constructor warns "Attempting to get
+    # learning rate from scheduler before it has started"); the trainer's scheduler.step(0)
+    # then sets the first step's lr exactly as before.
     min_lr = t.lr * t.min_lr_ratio
     if t.decay == "linear":
         ds["scheduler"] = {"type": "WarmupDecayLR", "params": {
             "warmup_min_lr": min_lr, "warmup_max_lr": t.lr, "warmup_num_steps": t.warmup_steps,
-            "total_num_steps": max(t.max_steps, t.warmup_steps + 1), "warmup_type": "linear"}}
+            "total_num_steps": max(t.max_steps, t.warmup_steps + 1), "warmup_type": "linear", "last_batch_iteration": 0}}
     elif t.decay == "cosine":
         ds["scheduler"] = {"type": "WarmupCosineLR", "params": {
             "total_num_steps": max(t.max_steps, t.warmup_steps + 1), "warmup_num_steps": t.warmup_steps,
-            "warmup_min_ratio": t.min_lr_ratio, "cos_min_ratio": t.min_lr_ratio, "warmup_type": "linear"}}
+            "warmup_min_ratio": t.min_lr_ratio, "cos_min_ratio": t.min_lr_ratio, "warmup_type": "linear", "last_batch_iteration": 0}}
     else:  # constant after warmup
         ds["scheduler"] = {"type": "WarmupLR", "params": {
             "warmup_min_lr": min_lr, "warmup_max_lr": t.lr, "warmup_num_steps": t.warmup_steps,
-            "warmup_type": "linear"}}
+            "warmup_type": "linear", "last_batch_iteration": 0}}
 
     # ---- precision
     if d.precision == "bf16":

@@ -42,7 +42,6 @@ Old formats are converted once, at placement: Google's ``bert_config.json`` beco
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import http.client
 import json
@@ -292,10 +291,34 @@ def download(name_or_url: str, cache_dir: Optional[str | Path] = None, revision:
 
 
 # ---------------------------------------------------------------------------------- hub
+class _NeverRaised(Exception):
+    """Stands in for a huggingface_hub exception class that the installed version lacks."""
+
+
+class _HubErrors:
+    """huggingface_hub's exception classes, by name, across its versions: recent releases
+    define them all in ``huggingface_hub.errors`` (``IncompleteSnapshotError`` only from 1.30),
+    older ones (0.24, the floor, as on a transformers 4.x stack) keep ``LocalEntryNotFoundError``,
+    ``RepositoryNotFoundError`` & co in ``huggingface_hub.utils``. A class that neither module
+    has resolves to :class:`_NeverRaised`, so its ``except`` clause is simply inert."""
+
+    def __getattr__(self, name: str) -> type:
+        import importlib
+
+        for module in ("huggingface_hub.errors", "huggingface_hub.utils"):
+            try:
+                cls = getattr(importlib.import_module(module), name, None)
+            except ImportError:
+                continue
+            if isinstance(cls, type) and issubclass(cls, BaseException):
+                return cls
+        return _NeverRaised
+
+
 def _download_hub(entry: RegistryEntry, cache: Optional[Path], revision: Optional[str]) -> Path:
     from huggingface_hub import snapshot_download
-    from huggingface_hub import errors as hf_errors
 
+    hf_errors = _HubErrors()
     hub_cache = _hub_cache_dir(cache)
     offline = _offline()
     label = entry.hub_id if entry.name == entry.hub_id else f"{entry.name} ({entry.hub_id})"
@@ -351,14 +374,13 @@ def _has_weights(path: Path) -> bool:
 # ---------------------------------------------------------------------------------- URL
 @contextmanager
 def _locked(lock_path: Path) -> Iterator[None]:
-    """Serialise concurrent downloads of the same key (two ranks, two shells)."""
+    """Serialise concurrent downloads of the same key (two ranks, two shells). ``filelock``
+    (flock on POSIX, msvcrt on Windows) waits for the holder; the OS drops a dead one's lock."""
+    from filelock import FileLock
+
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with FileLock(str(lock_path)):
+        yield
 
 
 def _download_url(entry: RegistryEntry, cache: Path, retries: int, timeout: float,

@@ -511,8 +511,13 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
         # rank 0 verifies the candidates (sha256, weights-only unpickling) and tells the others
         resume_dir = _rank0_decides(lambda: ckpt_mod.resolve_resume(t.resume, out), rank, world)
         meta = ckpt_mod.read_meta(resume_dir) if resume_dir is not None else {}
+        sharded = False
         if resume_dir is not None:
             ckpt_mod.check_resume_compatible(resume_dir, meta, model_config, tokenizer, data_dir)
+            # ZeRO 0 state is one replicated file: it resumes on any number of ranks as it is
+            sharded = ckpt_mod.is_sharded(resume_dir)
+            if not sharded:
+                ds_cfg.pop("checkpoint", None)  # no universal loading for it
 
         def write_run_files() -> None:
             try:
@@ -558,17 +563,18 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
         step, samples_seen, tokens_seen = 0, 0, 0
         position = DataPosition()
         if resume_dir is not None:
-            if meta.get("world_size") != world and not t.resume_universal:
-                raise CheckpointError(
-                    f"{resume_dir} was saved by {meta.get('world_size')} ranks, this run has {world}. Convert it "
-                    f"with zhbert.checkpoint.to_universal (python -m deepspeed.checkpoint.ds_to_universal) and "
-                    f"resume with train.resume={resume_dir} train.resume_universal=true")
             tag = meta["ds_tag"]
-            if t.resume_universal:
+            if sharded and meta.get("world_size") != world and not t.resume_universal:
+                raise CheckpointError(
+                    f"{resume_dir} was saved by {meta.get('world_size')} ranks, this run has {world}, and its "
+                    f"ZeRO stage {meta.get('zero_stage')} state is sharded per rank. Convert it with "
+                    f"`zhbert universal {resume_dir}` and resume with train.resume={resume_dir} "
+                    "train.resume_universal=true")
+            if sharded and t.resume_universal:
                 tag = meta.get("ds_universal_tag") or ckpt_mod.universal_tag(resume_dir)
                 if not (Path(resume_dir) / ckpt_mod.DS_DIR / tag).is_dir():
                     raise CheckpointError(f"{resume_dir}: no universal checkpoint {tag}; run "
-                                          f"zhbert.checkpoint.to_universal('{resume_dir}') first")
+                                          f"`zhbert universal {resume_dir}` first")
             load_path, _ = engine.load_checkpoint(str(Path(resume_dir) / ckpt_mod.DS_DIR), tag=tag,
                                                   load_optimizer_states=True, load_lr_scheduler_states=True)
             if load_path is None:
