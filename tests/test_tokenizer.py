@@ -1,6 +1,7 @@
 """Character tokenizer: parity with transformers' BertTokenizer, offsets, save/load, vocab builder."""
 
 import hashlib
+import json
 import random
 import unicodedata
 from pathlib import Path
@@ -263,3 +264,52 @@ def test_vocab_build_is_reproducible_and_matches_the_committed_sample_vocab(tmp_
     assert a.read_bytes() == (repo / "configs" / "vocab" / "sample_vocab.txt").read_bytes()
     tok = ChineseTokenizer.from_vocab(a)
     assert "[UNK]" not in tok.tokenize("BERT模型在GPU上训练")
+
+
+def _clue_dev_strings(clue: Path) -> list[str]:
+    """Every string field of every line of every CLUE dev file (json lines or one document)."""
+    out = []
+    for f in sorted(clue.glob("*/dev*.json")):
+        text = f.read_text(encoding="utf-8-sig")
+        try:
+            docs = [json.loads(text)]
+        except ValueError:
+            # "\n" only: IFLYTEK's sentences hold U+2028 and other breaks str.splitlines splits on
+            docs = [json.loads(line) for line in text.split("\n") if line.strip()]
+
+        def walk(x):
+            if isinstance(x, str):
+                out.append(x)
+            elif isinstance(x, dict):
+                for v in x.values():
+                    walk(v)
+            elif isinstance(x, list):
+                for v in x:
+                    walk(v)
+
+        walk(docs)
+    return out
+
+
+@pytest.mark.parametrize("fullwidth", [False, True])
+def test_auto_tokenizer_on_an_export_gives_the_pretraining_ids_on_every_clue_dev_line(
+        bert_chinese_vocab, shared_data, tmp_path, fullwidth):
+    """Pretraining ids of a raw line = ids of the corpus-normalised line (what `zhbert prepare`
+    and `zhbert eval clue` feed the model); AutoTokenizer on the export must give them on the
+    raw line, with the full-width folding on and off."""
+    strings = _clue_dev_strings(shared_data / "clue")
+    assert len(strings) > 50_000
+    tok = ChineseTokenizer.from_vocab(bert_chinese_vocab)
+    tok.normalization = {"fullwidth": fullwidth, "t2s": False}
+    tok.save(tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert config["tokenizer_class"] == "PreTrainedTokenizerFast"
+    auto = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    pretraining = [ids for ids, _ in tok.encode_batch([tok.normalize(s) for s in strings])]
+    assert auto(strings, add_special_tokens=False)["input_ids"] == pretraining
+    assert [ids for ids, _ in tok.encode_batch(strings)] == pretraining  # zhbert on raw text too
+    if fullwidth:  # the folding is really there, and it matters on this text
+        assert "Replace" in (tmp_path / "tokenizer.json").read_text()
+        plain = ChineseTokenizer.from_vocab(bert_chinese_vocab)
+        changed = sum(a != b for a, b in zip(pretraining, (ids for ids, _ in plain.encode_batch(strings))))
+        assert changed > len(strings) // 10

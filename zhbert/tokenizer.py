@@ -136,12 +136,24 @@ def read_vocab(vocab_path: PathLike) -> list[str]:
     return tokens
 
 
-def _build_backend(vocab: dict[str, int], lowercase: bool) -> Tokenizer:
+# data.fullwidth's folding (zhbert.corpus.normalize_text): the full-width ASCII forms
+# U+FF01..U+FF5E become U+0021..U+007E and the ideographic space U+3000 a space.
+FULLWIDTH_FOLDS = tuple((chr(cp), chr(cp - 0xFEE0)) for cp in range(0xFF01, 0xFF5F)) + (("\u3000", " "),)
+
+
+def _build_backend(vocab: dict[str, int], lowercase: bool, fullwidth: bool = False) -> Tokenizer:
+    """The ``tokenizers`` pipeline; ``fullwidth`` puts one ``Replace`` per folded character in
+    front of the BertNormalizer, so tokenizer.json itself reproduces the corpus folding and
+    every client that loads it (transformers' ``PreTrainedTokenizerFast``/``AutoTokenizer``,
+    tokenizers, ...) gives the pretraining ids on raw text."""
     backend = Tokenizer(WordPiece(vocab, unk_token=UNK, continuing_subword_prefix="##", max_input_chars_per_word=100))
     # strip_accents=None: follows `lowercase`, as in the original BERT.
-    backend.normalizer = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
-    )
+    bert = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None,
+                                      lowercase=lowercase)
+    if fullwidth:
+        backend.normalizer = normalizers.Sequence([normalizers.Replace(a, b) for a, b in FULLWIDTH_FOLDS] + [bert])
+    else:
+        backend.normalizer = bert
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     backend.decoder = decoders.WordPiece(prefix="##")
     # Special tokens written literally in the text ("[MASK]") map to their ids, like transformers.
@@ -185,12 +197,8 @@ class ChineseTokenizer:
         self.vocab: dict[str, int] = {t: i for i, t in enumerate(self.tokens)}
         self.vocab_size: int = len(self.tokens)
         self.lowercase: bool = bool(lowercase)
-        # Corpus normalisation the model was pretrained with (zhbert.corpus.normalize_text
-        # keyword arguments, e.g. {"fullwidth": True, "t2s": False}); None = raw text.
-        # `zhbert prepare` records it, it travels in tokenizer_config.json into every export,
-        # and fine-tuning applies it (see normalize) so the model sees text as in pretraining.
-        self.normalization: dict | None = None
         self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (self.vocab[t] for t in SPECIAL_TOKENS)
+        self._normalization: dict | None = None
         self.backend: Tokenizer = _build_backend(self.vocab, self.lowercase)
         self._continuation: list[bool] | None = None
         self._fast: dict[str, int] | None = None
@@ -199,6 +207,26 @@ class ChineseTokenizer:
         self._fast_ids: np.ndarray | None = None
         self._runs_re: re.Pattern | None = None
         self._run_cache: dict[str, tuple[list[int], list[tuple[int, int]]]] = {}
+
+    @property
+    def normalization(self) -> dict | None:
+        """Corpus normalisation the model was pretrained with (zhbert.corpus.normalize_text
+        keyword arguments, e.g. ``{"fullwidth": False, "t2s": False}``); None = raw text.
+
+        ``zhbert prepare`` records it and it travels in every export: the full-width folding
+        as Replace steps in tokenizer.json's normalizer (the backend here gets the same steps,
+        so :meth:`encode` of raw text gives the pretraining ids), all of it under
+        ``zhbert_text_normalization`` in tokenizer_config.json. ``t2s`` (OpenCC converts
+        phrases, not characters) cannot be a tokenizer.json step: :meth:`normalize` applies it.
+        """
+        return self._normalization
+
+    @normalization.setter
+    def normalization(self, value: dict | None) -> None:
+        self._normalization = dict(value) if value is not None else None
+        self.backend = _build_backend(self.vocab, self.lowercase, fullwidth=bool(value and value.get("fullwidth")))
+        self._fast, self._slow_re, self._fast_ranges, self._fast_ids, self._runs_re = None, None, [], None, None
+        self._run_cache = {}
 
     # -- construction ---------------------------------------------------------------------
 
@@ -449,7 +477,9 @@ class ChineseTokenizer:
         self.backend.save(str(out / "tokenizer.json"))
         special = {"pad_token": PAD, "unk_token": UNK, "cls_token": CLS, "sep_token": SEP, "mask_token": MASK}
         config = {
-            "tokenizer_class": "BertTokenizer",
+            # PreTrainedTokenizerFast builds from tokenizer.json and keeps its normalizer;
+            # transformers 5's BertTokenizer would rebuild its own and drop the folding.
+            "tokenizer_class": "PreTrainedTokenizerFast",
             "do_lower_case": self.lowercase,
             "tokenize_chinese_chars": True,
             "strip_accents": None,
