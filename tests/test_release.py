@@ -125,6 +125,11 @@ def test_model_card_contents(released):
     assert "| batch (sequences per step) | 32 (32 × 1 accumulation × 1 ranks) |" in card
     assert "| documents | 12 |" in card and "| instances | 104 |" in card and "| tokens | 6,250 |" in card
     assert "CLUE" not in card.split("## Use")[0]  # no results given
+    # the tokenizer class that gives the pretraining ids, and no path of the machine it was built on
+    assert "AutoTokenizer.from_pretrained" in card and "BertTokenizerFast.from_pretrained" not in card
+    meta = json.loads((rel.directory / "zhbert_meta.json").read_text()) if (rel.directory / "zhbert_meta.json").exists() else {}
+    for path in filter(None, [meta.get("data_dir"), str(Path(__file__).resolve().parents[1]), "/tmp/"]):
+        assert path not in card, path
 
 
 def test_tarball_is_deterministic_and_registry_entry_matches(released, tmp_path):
