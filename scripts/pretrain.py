@@ -6,7 +6,7 @@
     deepspeed --hostfile hostfile scripts/pretrain.py --config configs/pretrain/base_phase1.yaml
 
 Trailing ``section.key=value`` arguments override the YAML. All the work is in
-``zhbert.trainer.train``; see README.md, section "Pretraining".
+``zhbert.trainer.train``; see docs/pretraining.md.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ classes refuse the unknown model type with their own error, and zhbert reads it 
 pre-LN checkpoints saved as ``model_type: bert`` + ``pre_layernorm: true``) as before.
 
 Speed techniques (training step on CPU vs ``transformers.BertForPreTraining``, see
-``benchmarks/pretrain_throughput.py`` and docs/readme/model.md for measured figures):
+``benchmarks/pretrain_throughput.py`` and docs/model.md and docs/benchmarks.md for measured figures):
 
 1. MLM logits only at masked positions. With labels, the hidden states of the ~15% labelled
    tokens are gathered *before* the MLM transform and the V x H decoder. The loss is the same
