@@ -321,3 +321,92 @@ def test_shared_pretrain_corpus():
     # the novel ends sentences with the full-width '．', normalised to '.' and split there
     first_chapter = next(d for d in docs if d.sentences[0].startswith("此开卷第一回也"))
     assert first_chapter.sentences[0] == "此开卷第一回也."
+
+
+# ----------------------------------------------------------------------------- issue #10: which files are text
+
+
+def test_xz_by_extension_streamed(tmp_path):
+    import lzma
+
+    xz = write(tmp_path / "c.txt.xz", lzma.compress(BERT_TEXT.encode()))
+    assert detect_format(xz) == "bert"
+    docs, stats = read_documents(xz)
+    assert [d.sentences for d in docs] == [["第一句话。", "第二句话。"], ["另一篇文章的第一句。", "第二句。", "第三句。"]]
+    whole = lzma.compress(("一句话。\n" * 100_000).encode())
+    bad = write(tmp_path / "broken.xz", whole[: len(whole) // 2])
+    with pytest.raises(DataError, match="broken.xz"):
+        list(iter_documents(bad))
+
+
+def test_zst_by_extension_streamed(tmp_path):
+    zstandard = pytest.importorskip("zstandard")  # optional: only needed when a .zst is met
+    # two frames (as `cat a.zst b.zst` makes): both are read
+    data = zstandard.ZstdCompressor().compress(PLAIN_TEXT.encode()) + \
+        zstandard.ZstdCompressor().compress("第三段。\n".encode())
+    zst = write(tmp_path / "d.txt.zst", data)
+    assert [d.sentences for d in iter_documents(zst, fmt="plain")] == [
+        ["第一段。", "还有一句!"], ["第二段只有一句。"], ["第三段。"]]
+
+
+def test_zst_without_zstandard_is_one_line_error(tmp_path):
+    import subprocess
+    import sys
+
+    zst = write(tmp_path / "d.txt.zst", bytes.fromhex("28b52ffd") + b"\x00" * 16)
+    code = ("import sys; sys.modules['zstandard'] = None\n"  # as if the package were not installed
+            "from zhbert.corpus import read_documents\n"
+            f"read_documents({str(zst)!r})")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    last = r.stderr.strip().splitlines()[-1]
+    assert "d.txt.zst" in last and "pip install zstandard" in last
+
+
+def test_non_text_files_in_a_folder_are_skipped_and_counted(tmp_path):
+    import zipfile
+
+    corpus = tmp_path / "corpus"
+    write(corpus / "a.txt", PLAIN_TEXT)
+    with zipfile.ZipFile(corpus / "texts.zip", "w") as z:  # a zip of text is still not text
+        z.writestr("x.txt", PLAIN_TEXT * 50)
+    write(corpus / "logo.png", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    write(corpus / "weights.bin", bytes(range(256)) * 4)
+    write(corpus / "dump.unknown", b"\x00\x01\x02" * 100)  # unknown extension: by content
+    write(corpus / "notes.md", "注释里的一句话。\n")
+    docs, stats = read_documents(corpus)
+    assert [d.id.split(":")[0] for d in docs] == [str(corpus / "a.txt")] * 2 + [str(corpus / "notes.md")]
+    assert stats.files == 2 and stats.files_skipped == 4
+    reasons = {Path(s["path"]).name: s["reason"] for s in stats.skipped_files}
+    assert reasons == {"texts.zip": "not text: .zip extension", "logo.png": "not text: .png extension",
+                       "weights.bin": "not text: .bin extension", "dump.unknown": "not text: NUL bytes"}
+    assert list_input_files(corpus) == [corpus / "a.txt", corpus / "notes.md"]
+    # named explicitly, a file that is not text is an error naming it
+    with pytest.raises(DataError, match=r"dump\.unknown: not a text corpus file: NUL bytes"):
+        read_documents([corpus / "a.txt", corpus / "dump.unknown"])
+    with pytest.raises(DataError, match=r"logo\.png"):
+        list_input_files(corpus / "logo.png")
+
+
+def test_symlinked_folders_followed_once(tmp_path):
+    data = write(tmp_path / "data" / "zhwiki" / "wiki_00", WIKI_TEXT).parent
+    corpora = tmp_path / "corpora"
+    write(corpora / "local.txt", PLAIN_TEXT)
+    (corpora / "zhwiki").symlink_to(data, target_is_directory=True)  # corpora/zhwiki -> data/zhwiki
+    (corpora / "again").symlink_to(data, target_is_directory=True)  # a second link: read once
+    (data / "loop").symlink_to(corpora, target_is_directory=True)  # a cycle back up
+    (corpora / "dangling.txt").symlink_to(tmp_path / "nowhere.txt")
+    docs, stats = read_documents(corpora)
+    assert stats.files == 2 and stats.documents == 2 + 2
+    assert [f.relative_to(corpora).as_posix() for f in list_input_files(corpora)] == ["again/wiki_00", "local.txt"]
+    reasons = {Path(s["path"]).relative_to(corpora).as_posix(): s["reason"] for s in stats.skipped_files}
+    assert reasons["dangling.txt"] == "broken symbolic link"
+    assert "already read" in reasons["zhwiki"] and "already read" in reasons["again/loop"]
+
+
+def test_gbk_file_is_named_as_undecodable(tmp_path):
+    gbk = write(tmp_path / "gbk.txt", "第一段。还有一句！\n\n第二段只有一句。\n".encode("gbk"))
+    utf8 = write(tmp_path / "ok.txt", PLAIN_TEXT)
+    docs, stats = read_documents([gbk, utf8])
+    assert stats.undecodable_files == [str(gbk)] and stats.skipped_lines == 2
+    assert len(docs) == 2 and all("ok.txt" in d.id for d in docs)

@@ -374,3 +374,29 @@ def test_shards_close_at_shard_chars(tmp_path, vocab):
     jobs = list(prep._shard_jobs(cfg, ReadStats(), Path(cfg.dir)))
     assert [[len(s[0]) for _, s, _ in j["docs"]] for j in jobs] == [[10, 10], [30], [5, 5, 5]]
     assert prepare(cfg)["shards"] == 3
+
+
+def test_sentence_over_the_budget_is_cut_into_pieces(tmp_path, vocab):
+    # A 600-character "sentence" with no sentence end used to become one truncated instance.
+    chars = "".join(sorted({c for d in DOCS for s in d for c in s if "\u4e00" <= c <= "\u9fff"}))
+    long = (chars * (600 // len(chars) + 1))[:600]
+    write_corpus(tmp_path / "corpus.txt", DOCS[:3] + [[long]] + DOCS[3:])
+    stats = prepare(config(tmp_path, vocab, validation_fraction=0.0, short_seq_prob=0.0))
+    assert stats["split_long_sentences"] == 1
+    rows = load_prepared(tmp_path / "out")["train"]
+    assert max(map(len, rows["input_ids"])) <= 32
+    # pieces of at most half the budget (32 - 3) // 2 = 14 tokens, so a pair fits whole
+    assert stats["instances"] >= 600 // 29 and stats["tokens"] >= 600
+
+
+def test_split_long_cuts_at_word_boundaries_and_renumbers():
+    from zhbert.segment import AlignedSentence
+
+    # words: 0 0 0 | 1 1 | 2 | 3 3 3 3 ; entity spans on words 1 and 3
+    sent = AlignedSentence(list(range(10)), [0, 0, 0, 1, 1, 2, 3, 3, 3, 3], [-1, -1, -1, 0, 0, -1, 1, 1, 1, 1])
+    pieces = prep._split_long(sent, 4)
+    assert [p.ids for p in pieces] == [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]]  # cut where words change
+    assert [p.word_ids for p in pieces] == [[0, 0, 0], [0, 0, 1], [0, 0, 0, 0]]
+    assert [p.entity_ids for p in pieces] == [[-1, -1, -1], [0, 0, -1], [0, 0, 0, 0]]
+    one_word = AlignedSentence(list(range(9)), [0] * 9, [-1] * 9)  # no boundary: cut inside the word
+    assert [len(p.ids) for p in prep._split_long(one_word, 4)] == [4, 4, 1]

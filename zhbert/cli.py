@@ -39,7 +39,7 @@ def _add_prepare(sub) -> None:
     p.add_argument("--workers", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--overwrite", action="store_true", default=None,
-                   help="replace an existing output directory")
+                   help="replace an existing output directory (the old one stays until the new one is complete)")
     p.add_argument("overrides", nargs="*", help="data.key=value overrides")
     p.set_defaults(func=_run_prepare)
 
@@ -59,17 +59,38 @@ def _run_prepare(args) -> int:
         if value is not None:
             overrides.append(f"data.{key}={json.dumps(value, ensure_ascii=False)}")
     cls = PrepareFileConfig
-    if args.config:
-        import yaml
-
-        with open(args.config, encoding="utf-8") as f:
-            top = yaml.safe_load(f) or {}
-        if isinstance(top, dict) and set(top) - {"data"}:
-            cls = PretrainConfig  # a full pretraining config: use its data section
+    if args.config and set(_config_sections(args.config)) - {"data"}:
+        cls = PretrainConfig  # a full pretraining config: use its data section
     cfg = load_config(args.config, overrides, cls=cls)
     stats = prepare(cfg.data)
     print(json.dumps(stats, ensure_ascii=False, indent=2))
     return 0
+
+
+def _config_sections(path: str) -> list[str]:
+    """The top-level keys of a YAML config; a missing, unreadable, non-UTF-8 or invalid file
+    is a one-line ``ConfigError`` naming it (and the line, for YAML errors)."""
+    import yaml
+
+    from zhbert.errors import ConfigError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            top = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: config path is a directory, not a YAML file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); save the config as UTF-8") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise ConfigError(f"{path}{where}: not valid YAML: {problem}") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config: {e.strerror or e}") from None
+    return list(top) if isinstance(top, dict) else []
 
 
 # --------------------------------------------------------------------------------------
@@ -90,10 +111,18 @@ def _add_vocab(sub) -> None:
 
 
 def _run_vocab_build(args) -> int:
+    from zhbert.errors import DataError
+    from zhbert.files import os_error_message
     from zhbert.tokenizer import build_vocab
 
-    path = build_vocab(args.input, args.output, size=args.size, fmt=args.format,
-                       min_freq=args.min_freq, text_field=args.text_field)
+    try:
+        path = build_vocab(args.input, args.output, size=args.size, fmt=args.format,
+                           min_freq=args.min_freq, text_field=args.text_field)
+    except OSError as e:  # disk full, read-only folder, no permission: one line, not a traceback
+        msg = os_error_message(e, args.output)
+        if msg is None:
+            raise
+        raise DataError(msg) from None
     print(path)
     return 0
 

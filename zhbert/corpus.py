@@ -14,19 +14,41 @@ Input formats (``fmt``), chosen per file when ``fmt="auto"`` (see ``detect_forma
            line repeating the title is dropped, each paragraph is split into sentences.
 
 Files are read in binary and decoded line by line, so one corrupt byte costs one line
-(skipped, counted, located in ``ReadStats``), never the run. ``.gz`` / ``.bz2`` files
-(recognised by their magic bytes) are decompressed on the fly. Memory is bounded by one
-document plus one 8-byte hash per document kept for exact-duplicate removal.
+(skipped, counted, located in ``ReadStats``), never the run; a file none of whose lines is
+UTF-8 (GBK, say) is named in ``ReadStats.undecodable_files``. ``.gz``, ``.bz2``, ``.xz`` and
+``.zst`` files (by extension, or by their magic bytes) are decompressed as a stream; ``.zst``
+needs the ``zstandard`` package, imported only when such a file is met. Memory is bounded by
+the longest line plus one document plus one 8-byte hash per document kept for
+exact-duplicate removal.
+
+Which files of a directory are read (``list_input_files``): the tree is walked in path
+order, hidden entries (``.git``, ``.DS_Store``) left out, symbolic links to folders
+followed (``corpora/zhwiki -> /data/zhwiki``) with a guard against loops: a folder whose
+real path was already walked is not walked again. A file is corpus text unless
+
+* its extension names a binary or container format (``.zip``, ``.png``, ``.bin``, ``.pdf``,
+  ... see ``BINARY_SUFFIXES``; compression suffixes are looked through: ``a.txt.gz`` is a
+  ``.txt``), or
+* its first 64 KiB (decompressed) hold a NUL byte, more than 1% control bytes, or are
+  largely undecodable as UTF-8 *and* as GB18030 (``_not_text``).
+
+Names without an extension (``wiki_00``) or with one we do not know (``news.2019.zh``) are
+judged by content alone. A skipped file is counted with its path and the reason in
+``ReadStats.skipped_files``; a file named explicitly (not found in a folder) that is not text
+is an error naming it.
 """
 
 from __future__ import annotations
 
 import bz2
+import codecs
 import functools
 import gzip
 import hashlib
 import html
 import json
+import lzma
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +58,18 @@ from zhbert.errors import ConfigError, DataError
 
 FORMATS = ("bert", "plain", "jsonl", "wiki")
 MAX_SKIPPED_LOCATIONS = 10
+MAX_SKIPPED_FILES = 100  # entries kept in ReadStats.skipped_files (all are counted)
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
+# Extensions of formats that are never corpus text: images, archives, office documents,
+# executables, model and array files. Anything else is judged by its content.
+BINARY_SUFFIXES = frozenset(
+    ".zip .7z .rar .tar .tgz .tbz2 .jar .whl .apk .dmg .iso .img .bin .dat .exe .dll .so .dylib .o .a "
+    ".pyc .class .png .jpg .jpeg .gif .bmp .webp .tif .tiff .ico .svgz .heic .psd .mp3 .wav .flac .ogg "
+    ".m4a .mp4 .mkv .avi .mov .webm .pdf .doc .docx .xls .xlsx .ppt .pptx .odt .epub .mobi .djvu .ttf "
+    ".otf .woff .woff2 .arrow .parquet .feather .npy .npz .pt .pth .ckpt .safetensors .h5 .hdf5 .onnx "
+    ".pkl .pickle .db .sqlite .lmdb .mdb .idx .msgpack .tfrecord".split()
+)
+_SNIFF_BYTES = 1 << 16
 _CHUNK = 1 << 20  # bytes read at a time; lines are reassembled across chunks
 
 
@@ -47,18 +81,26 @@ class Document:
 
 @dataclass
 class ReadStats:
-    files: int = 0
+    files: int = 0  # files read
     documents: int = 0
     sentences: int = 0
     chars: int = 0
     duplicates_dropped: int = 0
     skipped_lines: int = 0  # undecodable UTF-8 lines and unusable JSON lines
     skipped_locations: list[str] = field(default_factory=list)  # first 10 "path:line"
+    files_skipped: int = 0  # files of input folders not read (not text, broken links, loops)
+    skipped_files: list[dict] = field(default_factory=list)  # first 100 {"path", "reason"}
+    undecodable_files: list[str] = field(default_factory=list)  # files with no UTF-8 line (first 10)
 
     def skip(self, location: str) -> None:
         self.skipped_lines += 1
         if len(self.skipped_locations) < MAX_SKIPPED_LOCATIONS:
             self.skipped_locations.append(location)
+
+    def skip_file(self, path, reason: str) -> None:
+        self.files_skipped += 1
+        if len(self.skipped_files) < MAX_SKIPPED_FILES:
+            self.skipped_files.append({"path": str(path), "reason": reason})
 
     def merge(self, other: "ReadStats") -> None:
         """Add ``other``'s counters to this one (e.g. stats from worker processes)."""
@@ -70,6 +112,11 @@ class ReadStats:
         self.skipped_lines += other.skipped_lines
         room = MAX_SKIPPED_LOCATIONS - len(self.skipped_locations)
         self.skipped_locations.extend(other.skipped_locations[: max(room, 0)])
+        self.files_skipped += other.files_skipped
+        room = MAX_SKIPPED_FILES - len(self.skipped_files)
+        self.skipped_files.extend(other.skipped_files[: max(room, 0)])
+        room = MAX_SKIPPED_LOCATIONS - len(self.undecodable_files)
+        self.undecodable_files.extend(other.undecodable_files[: max(room, 0)])
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -231,46 +278,172 @@ def split_sentences(text: str) -> list[str]:
 
 
 def list_input_files(paths) -> list[Path]:
-    """Expand ``paths`` (one path or a list) into files; directories recursively, sorted.
+    """Expand ``paths`` (one path or a list) into the files to read: directories walked
+    (see module docstring: hidden entries left out, symlinked folders followed once, files
+    that are not text left out), sorted by path; a file reached twice is listed once. A path
+    that does not exist, or a named file that is not text, raises ``DataError`` naming it."""
+    return [f for f, _ in _collect_inputs(paths, ReadStats())]
 
-    Hidden files and directories inside a given directory (``.DS_Store``, ``.git``) are
-    skipped. A path that does not exist raises ``DataError`` naming it.
-    """
+
+def walk_input_files(paths) -> list[Path]:
+    """Every file ``list_input_files`` looks at, without opening any (text or not): what a
+    fingerprint of the input must cover."""
+    return [f for f, _ in _expand(paths, ReadStats())]
+
+
+def _expand(paths, stats: "ReadStats") -> Iterator[tuple[Path, bool]]:
+    """(file, named explicitly), each real file once; links and loops go to ``stats``."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    files: list[Path] = []
-    seen: set[Path] = set()
+    seen: set[str] = set()  # real paths of the files listed
     for p in paths:
         p = Path(p)
         if not p.exists():
             raise DataError(f"input path does not exist: {p}")
-        if p.is_dir():
-            found = sorted(
-                (f for f in p.rglob("*") if f.is_file() and not any(
-                    part.startswith(".") for part in f.relative_to(p).parts)),
-                key=lambda f: f.as_posix(),
-            )
-        else:
-            found = [p]
+        found, explicit = (_walk(p, stats), False) if p.is_dir() else ([p], True)
         for f in found:
-            if f not in seen:
-                seen.add(f)
-                files.append(f)
-    return files
+            real = os.path.realpath(f)
+            if real not in seen:
+                seen.add(real)
+                yield f, explicit
+
+
+def _collect_inputs(paths, stats: "ReadStats") -> list[tuple[Path, bool]]:
+    """``_expand`` without the files that are not text (counted in ``stats``; an error for
+    a file named explicitly)."""
+    out = []
+    for f, explicit in _expand(paths, stats):
+        reason = _not_text(f)
+        if reason and explicit:
+            raise DataError(f"{f}: not a text corpus file: {reason}; remove it from the input")
+        if reason:
+            stats.skip_file(f, f"not text: {reason}")
+        else:
+            out.append((f, explicit))
+    return out
+
+
+def _walk(root: Path, stats: "ReadStats") -> list[Path]:
+    """Files under ``root``, sorted by path. Symbolic links to folders are followed; a
+    folder whose real path was walked already (a loop, or a second link to it) is not."""
+    files: list[Path] = []
+    walked = {os.path.realpath(root)}
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError as e:
+            raise DataError(f"cannot list input folder {d}: {e.strerror}") from None
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            try:
+                is_dir, is_file = entry.is_dir(), entry.is_file()  # both follow links
+            except OSError:
+                is_dir = is_file = False
+            if is_dir:
+                real = os.path.realpath(path)
+                if real in walked:
+                    stats.skip_file(path, f"folder {real} already read (symbolic link loop or second link)")
+                    continue
+                walked.add(real)
+                stack.append(path)
+            elif is_file:
+                files.append(path)
+            elif entry.is_symlink():
+                stats.skip_file(path, "broken symbolic link")
+            else:
+                stats.skip_file(path, "not a regular file")
+    return sorted(files, key=lambda f: f.as_posix())
+
+
+def _base_suffix(path: Path) -> str:
+    """The extension that names the content: ``a.txt.gz`` -> ``.txt``."""
+    name = path.name.lower()
+    for c in COMPRESSED_SUFFIXES + (".zstd", ".lzma"):
+        if name.endswith(c):
+            name = name[: -len(c)]
+            break
+    return os.path.splitext(name)[1]
+
+
+def _not_text(path: Path) -> str | None:
+    """Why ``path`` is not corpus text (extension, then its first 64 KiB), or None.
+
+    The content test: a NUL byte (binary, or UTF-16 text); more than 1% control bytes
+    other than tab / newline / CR / form feed / escape; or (in a sample of 512 bytes or
+    more) over 30% undecodable characters both as UTF-8 and as GB18030. A GBK file passes:
+    it is text in the wrong encoding, and its lines are reported as undecodable instead. A
+    few corrupt bytes in a UTF-8 file cost their lines, not the file.
+    """
+    suffix = _base_suffix(path)
+    if suffix in BINARY_SUFFIXES:
+        return f"{suffix} extension"
+    with _open_binary(path) as fh:
+        sample = _read_chunk(fh, _SNIFF_BYTES, f"{path}:1")
+    if not sample:
+        return None
+    if b"\x00" in sample:
+        return "NUL bytes"
+    controls = sum(sample.count(bytes([c])) for c in _CONTROL_BYTES)
+    if controls > len(sample) // 100:
+        return f"{controls} control bytes in the first {len(sample)}"
+
+    def bad_share(encoding: str) -> float:
+        text = codecs.getincrementaldecoder(encoding)("replace").decode(sample, final=False)
+        return text.count("\ufffd") / max(len(text), 1)
+
+    if len(sample) >= 512 and bad_share("utf-8") > 0.3 and bad_share("gb18030") > 0.3:
+        return "neither UTF-8 nor GB18030 text"
+    return None
+
+
+_CONTROL_BYTES = [c for c in range(1, 32) if c not in (9, 10, 11, 12, 13, 27)] + [127]
 
 
 def _open_binary(path: Path) -> IO[bytes]:
-    """Open a file for binary reading, decompressing gzip / bzip2 by magic bytes."""
+    """Open a file for binary reading, decompressing by extension (``.gz``, ``.bz2``,
+    ``.xz``, ``.zst``) or by magic bytes (gzip, bzip2, xz, zstd: ``wiki_00`` may be gzip)."""
+    name = path.name.lower()
     try:
         with open(path, "rb") as fh:
-            magic = fh.read(3)
-        if magic[:2] == b"\x1f\x8b":
+            magic = fh.read(6)
+        if name.endswith(".gz") or magic[:2] == b"\x1f\x8b":
             return gzip.open(path, "rb")
-        if magic == b"BZh":
+        if name.endswith(".bz2") or magic[:3] == b"BZh":
             return bz2.open(path, "rb")
+        if name.endswith((".xz", ".lzma")) or magic == b"\xfd7zXZ\x00":
+            return lzma.open(path, "rb")
+        if name.endswith((".zst", ".zstd")) or magic[:4] == b"\x28\xb5\x2f\xfd":
+            return _open_zstd(path)
         return open(path, "rb")
     except OSError as e:
-        raise DataError(f"cannot read input file {path}: {e}") from None
+        raise DataError(f"cannot read input file {path}: {e.strerror or e}") from None
+
+
+def _read_chunk(fh: IO[bytes], n: int, where: str) -> bytes:
+    """``fh.read(n)``; a truncated or corrupt archive is a ``DataError`` naming ``where``."""
+    try:
+        return fh.read(n)
+    except (OSError, EOFError, ValueError, lzma.LZMAError) as e:
+        raise DataError(f"{where}: cannot decompress input: {e}") from None
+    except Exception as e:  # zstandard.ZstdError (the module is imported lazily)
+        if type(e).__module__.split(".")[0] != "zstandard":
+            raise
+        raise DataError(f"{where}: cannot decompress input: {e}") from None
+
+
+def _open_zstd(path: Path) -> IO[bytes]:
+    try:
+        import zstandard
+    except ImportError:
+        raise DataError(f"{path}: reading .zst files needs the zstandard package "
+                        f"(pip install zstandard), or decompress it first") from None
+    fh = open(path, "rb")
+    # read_across_frames: a .zst made by concatenating files holds several frames.
+    return zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True, closefd=True)
 
 
 def _iter_raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -279,10 +452,7 @@ def _iter_raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     pending: list[bytes] = []  # pieces of a line that continues into the next chunk
     with _open_binary(path) as fh:
         while True:
-            try:
-                chunk = fh.read(_CHUNK)
-            except (OSError, EOFError, ValueError) as e:  # truncated / corrupt archive
-                raise DataError(f"{path}:{lineno + 1}: cannot decompress input: {e}") from None
+            chunk = _read_chunk(fh, _CHUNK, f"{path}:{lineno + 1}")
             if not chunk:
                 break
             if b"\n" not in chunk and b"\r" not in chunk:
@@ -308,12 +478,20 @@ def _iter_raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
 
 
 def _iter_lines(path: Path, stats: ReadStats) -> Iterator[tuple[int, str]]:
-    """Decoded lines; a line that is not valid UTF-8 is skipped and recorded in ``stats``."""
+    """Decoded lines; a line that is not valid UTF-8 is skipped and recorded in ``stats``,
+    and a file whose every non-blank line failed is named in ``stats.undecodable_files``."""
+    good = bad = 0
     for lineno, raw in _iter_raw_lines(path):
         try:
-            yield lineno, raw.decode("utf-8")
+            line = raw.decode("utf-8")
         except UnicodeDecodeError:
+            bad += 1
             stats.skip(f"{path}:{lineno}")
+            continue
+        good += bool(line.strip())
+        yield lineno, line
+    if bad and not good and len(stats.undecodable_files) < MAX_SKIPPED_LOCATIONS:
+        stats.undecodable_files.append(str(path))
 
 
 def _sniff_lines(path: Path, max_lines: int = 200) -> list[str]:
@@ -495,7 +673,7 @@ def iter_documents(
         stats = ReadStats()
     min_chars = max(int(min_sentence_chars), 1)
     seen: set[int] = set()
-    for path in list_input_files(paths):
+    for path, _ in _collect_inputs(paths, stats):
         file_fmt = detect_format(path, text_field) if fmt == "auto" else fmt
         stats.files += 1
         reader = _READERS[file_fmt]
@@ -532,4 +710,5 @@ __all__ = [
     "iter_documents",
     "list_input_files",
     "read_documents",
+    "walk_input_files",
 ]

@@ -1,34 +1,84 @@
 """Stage 6: ``zhbert prepare`` -- corpus -> segmented, aligned sentence-pair instances on disk.
 
     documents (zhbert.corpus, read and deduplicated in the main process, in input order)
+      -> sentences over 8192 characters cut into pieces of at most 8192, and documents
+         over ``shard_chars`` characters cut into parts at sentence ends (see "Long text")
       -> shards of ``shard_documents`` documents, or fewer when they reach ``shard_chars``
          characters (shard k = the k-th group: independent of the number of workers, so the
          output is too; the character cap keeps shards of long documents as small as shards of
          short ones, so workers finish together)
       -> worker processes, each with ONE tokenizer and ONE jieba dictionary for its lifetime:
-         tokenize + segment + align (zhbert.segment), then sentence pairs (zhbert.instances)
-         with ``random.Random`` seeded from (seed, shard, dupe pass, split)
-      -> DIR/shards/shard_00000/{train,validation}.arrow + shard.json (written last: its
-         presence means the shard is finished; a re-run reuses it)
-      -> DIR as a ``datasets.DatasetDict`` (train, validation) + tokenizer files + stats.json
+         tokenize + segment + align (zhbert.segment), sentences over the token budget cut at
+         word boundaries, then sentence pairs (zhbert.instances) with ``random.Random``
+         seeded from (seed, shard, dupe pass, split)
+      -> WORK/shards/shard_00000/{train,validation}.arrow + shard.json (written last: its
+         presence means the shard is finished; a re-run reuses it once its row counts match
+         the Arrow files)
+      -> WORK as a ``datasets.DatasetDict`` (train, validation) + tokenizer files + stats.json
          + prepare_config.json + zhbert_prepare.json (marker, written last), shards removed.
 
-Memory is bounded by the shards in flight (at most ``2 * workers`` shards are read ahead),
-not by the corpus: documents stream from disk, and each worker writes its own Arrow files.
-The price of streaming is that a random-next B segment is drawn from the same *shard* (as
-Google's script draws from the same input file), not the whole corpus: with the default
-2000 documents per shard the pool is large enough for the NSP task.
+WORK is the output directory DIR itself, except when a finished output is replaced (see
+"Never lose a finished output").
 
-Validation documents are chosen by a hash of (seed, document id) against
+Memory is bounded by the shards in flight (at most ``2 * workers`` shards are read ahead)
+plus a few copies of the longest input line, not by the corpus: documents stream from disk,
+and each worker writes its own Arrow files. The price of streaming is that a random-next B
+segment is drawn from the same *shard* (as Google's script draws from the same input file),
+not the whole corpus: with the default 2000 documents per shard the pool is large enough for
+the NSP task.
+
+Validation documents are chosen by a hash of (seed, document text) against
 ``validation_fraction``, so the choice does not depend on shard size or workers; train and
 validation instances are built from disjoint documents (random B segments too). If a corpus
 of two or more documents would get no validation document, the last document of the first
 shard that brings the count to two is moved to validation.
 
-Resume: ``prepare_config.json`` (the resolved data config, input file sizes, vocab sha256) is
-written first. A re-run with the same config reuses every finished shard; a directory made
-with a different config (or any directory that is not a zhbert output) is refused unless
-``overwrite``; a complete output with the same config is returned as it is.
+Long text. A sentence longer than the sequence budget (``max_seq_length`` - 3, or - 2 for
+``pair_mode`` none) used to become one truncated instance: a 3.5M-character line without a
+sentence end gave 128 tokens. Such a sentence is now cut into pieces (counted in
+``split_long_sentences``), in two steps:
+
+* in the main process, in characters: a sentence over 8192 characters becomes pieces of at
+  most 8192 (cut after a space or comma near the end of the window when there is one; jieba's
+  route over one unbroken block costs memory in proportion to it), and a document over
+  ``shard_chars`` characters is cut into parts at sentence ends, so no shard holds much more
+  than ``shard_chars`` characters whatever the lines look like. (The parts of a document are
+  documents of their shards, so a random B segment may come from another part of it; all
+  parts go to the document's split, and a part is never the document moved to validation.)
+* in the worker, in tokens: a sentence over the budget is cut into pieces of at most half the
+  budget (two pieces make one A/B pair; the whole budget for ``none``, which packs single
+  segments), at jieba word boundaries where the last half of the window has one. Word and
+  entity ids restart at 0 in each piece.
+
+Resume: ``prepare_config.json`` (the resolved data config, a fingerprint of every input file,
+vocab sha256) is written first. A re-run with the same config reuses every finished shard; a
+directory made with a different config (or any directory that is not a zhbert output) is
+refused unless ``overwrite``; a complete output with the same config is returned as it is.
+The input fingerprint is (path, size, mtime_ns, blake2b of the content; of its first, middle
+and last MiB for files over 64 MiB): an input edited in place without changing its size is
+seen. A file whose size and mtime match the record, and whose mtime is older than the record
+by 2 s or more, keeps its recorded hash without being read again (as git trusts its index).
+
+One run at a time: the run holds ``DIR.lock`` (``zhbert.files.DirLock``: flock, released by
+the kernel even when the run is killed). A second run on the same output fails at once with
+the holder's pid and host. Two runs writing the same shards could otherwise produce an output
+marked complete whose stats disagree with its rows; for the same reason the counts in
+stats.json and the marker are read back from the Arrow files written, and compared with the
+shards' own counts.
+
+Never lose a finished output. ``overwrite`` builds the new output in the sibling
+``DIR.zhbert-partial`` and only when it is complete swaps it in (DIR -> DIR.zhbert-old-PID,
+partial -> DIR, then the old one is deleted); a kill between the two renames is repaired by
+the next run. A failed run keeps what a re-run can resume from (finished shards) and deletes
+the rest (the shard in progress, half-written split files, temporary files); a failed
+replacement that ran out of disk space deletes its partial output, leaving the old one as it
+was. A run killed between its complete marker and the removal of ``shards/`` leaves a second
+copy of the data; the next run removes it.
+
+A worker process that dies (the out-of-memory killer sends SIGKILL) stops the run with an
+error naming the shard it was preparing and suggesting fewer workers or a smaller
+``data.shard_chars``; the finished shards are kept. Disk full, a read-only output folder or
+missing permissions are one-line ``DataError`` messages naming the path.
 """
 
 from __future__ import annotations
@@ -37,6 +87,7 @@ import collections
 import contextlib
 import dataclasses
 import gc
+import glob
 import hashlib
 import itertools
 import json
@@ -44,12 +95,14 @@ import multiprocessing
 import os
 import random
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from zhbert.config import DataConfig
-from zhbert.errors import DataError
+from zhbert.errors import DataError, ZhbertError
+from zhbert.files import DirLock, fsync_file, is_disk_full, os_error_message, write_json_atomic, write_text_atomic
 
 FORMAT_VERSION = 1
 MARKER = "zhbert_prepare.json"
@@ -58,9 +111,16 @@ STATS_FILE = "stats.json"
 SHARDS_DIR = "shards"
 SPLITS = ("train", "validation")
 COLUMNS = ("input_ids", "token_type_ids", "next_sentence_label", "word_ids", "entity_ids")
+PARTIAL_SUFFIX = ".zhbert-partial"  # DIR.zhbert-partial: a replacement being built
+OLD_SUFFIX = ".zhbert-old"  # DIR.zhbert-old-PID: the replaced output, until deleted
+LOCK_INSIDE = ".zhbert.lock"  # the lock file when DIR.lock cannot be created (zhbert.files.DirLock)
 # Config fields that do not change the output (a re-run may differ in these and still resume).
 _NOT_IN_KEY = ("workers", "overwrite", "dir")
-_SEGMENT_BATCH = 2048  # sentences per tokenizer/jieba batch inside a shard (one joined string)
+_SEGMENT_BATCH = 2048  # sentences per tokenizer/jieba batch inside a shard (one joined string) ...
+_SEGMENT_BATCH_CHARS = 1 << 18  # ... or fewer: a batch also closes at this many characters
+_HUGE_SENTENCE_CHARS = 1 << 13  # longer sentences are cut in the main process (see "Long text")
+_FULL_HASH_BYTES = 64 << 20  # input files up to this size are hashed whole, larger ones sampled
+_SAMPLE_BYTES = 1 << 20
 
 
 def features():
@@ -144,6 +204,13 @@ def _worker_init() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def _pool_worker_init() -> None:
+    _worker_init()
+    # Ctrl-C reaches the whole process group: the main process alone handles it (and stops
+    # the workers), so an interrupt is reported as one, not as a worker that died.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _components(job: dict):
     from zhbert.segment import Segmenter
     from zhbert.tokenizer import ChineseTokenizer
@@ -211,11 +278,74 @@ def _write_arrow(path: Path, instances: list[dict]) -> None:
         writer.write_table(table)
 
 
+def _count_rows(path: Path) -> int:
+    """Rows of an Arrow IPC stream file, from its record batch headers (memory-mapped)."""
+    import pyarrow as pa
+
+    with pa.memory_map(str(path)) as src:
+        return sum(batch.num_rows for batch in pa.ipc.open_stream(src))
+
+
+def _shard_dir(dir: str | Path, index: int) -> Path:
+    return Path(dir) / SHARDS_DIR / f"shard_{index:05d}"
+
+
+def _finished_shard(shard_dir: Path) -> Optional[dict]:
+    """The stats of a finished shard, or None: no shard.json, or an Arrow file missing,
+    unreadable, or of another size or number of rows than shard.json says (another process
+    wrote here, or the file was damaged): such a shard is made again."""
+    stats = _read_json(shard_dir / "shard.json")
+    if stats is None:
+        return None
+    for split in SPLITS:
+        path = shard_dir / f"{split}.arrow"
+        try:
+            if f"{split}_bytes" in stats and path.stat().st_size != stats[f"{split}_bytes"]:
+                return None
+            if _count_rows(path) != stats.get(f"{split}_instances"):
+                return None
+        except (OSError, ValueError):
+            return None
+    return stats
+
+
+def _split_long(sent, piece: int) -> list:
+    """``sent`` (an AlignedSentence) as consecutive pieces of at most ``piece`` tokens.
+
+    Each cut goes at the last whole-word boundary (``word_ids`` changes) in the second half
+    of the window, or at the window's end when one word fills that half. Word ids restart at
+    0 in every piece and so do entity ids (-1 stays -1): a word or entity cut in two counts
+    as two, as when instances truncate a segment.
+    """
+    from zhbert.segment import AlignedSentence
+
+    ids, words, ents = sent.ids, sent.word_ids, sent.entity_ids
+    n = len(ids)
+    pieces = []
+    a = 0
+    while a < n:
+        b = min(a + piece, n)
+        if b < n:
+            k = b
+            while k > a + piece // 2 and words[k] == words[k - 1]:
+                k -= 1
+            if k > a + piece // 2:
+                b = k
+        w0 = words[a]
+        e0 = next((e for e in ents[a:b] if e >= 0), 0)
+        pieces.append(AlignedSentence(ids[a:b], [w - w0 for w in words[a:b]],
+                                      [e - e0 if e >= 0 else -1 for e in ents[a:b]], sent.aligned))
+        a = b
+    return pieces
+
+
 def process_shard(job: dict) -> dict:
     """Segment, align and pair one shard's documents; write its Arrow files and shard.json.
 
-    ``job``: {"index", "docs": [(doc_id, sentences, is_validation)], "dir", and the data
-    config fields used here}. Returns the shard's stats (also written to shard.json).
+    ``job``: {"index", "docs": [(doc_id, sentences, is_validation)], "cut": {position in docs:
+    (indices of sentences that are pieces of a longer one, how many such sentences start
+    there)}, "dir", and the data config fields used here}. Returns the shard's stats (also
+    written to shard.json).
     """
     with _gc_paused():
         return _process_shard(job)
@@ -229,27 +359,51 @@ def _process_shard(job: dict) -> dict:
     tok, seg = _components(job)
     failures0 = seg.align_failures
     index = job["index"]
-    shard_dir = Path(job["dir"]) / SHARDS_DIR / f"shard_{index:05d}"
+    shard_dir = _shard_dir(job["dir"], index)
     if shard_dir.exists():
         shutil.rmtree(shard_dir)  # leftovers of an interrupted run
     shard_dir.mkdir(parents=True)
+    # Which process works on this shard: named in the error if the process dies.
+    (shard_dir / "worker.json").write_text(json.dumps({"pid": os.getpid()}), encoding="utf-8")
 
     # Tokenize + segment all sentences of the shard in batches, then regroup per document.
     texts = [s for _, sents, _ in job["docs"] for s in sents]
     aligned = []
-    for b in range(0, len(texts), _SEGMENT_BATCH):
-        aligned.extend(segment_sentences(texts[b:b + _SEGMENT_BATCH], tok, seg))
-    docs: dict[str, list] = {"train": [], "validation": []}
-    k = 0
-    for _, sents, is_val in job["docs"]:
-        doc = [a for a in aligned[k:k + len(sents)] if a.ids]  # drop sentences with no token
-        k += len(sents)
-        if doc:
-            docs["validation" if is_val else "train"].append(doc)
-
+    b = 0
+    while b < len(texts):
+        e, chars = b, 0
+        while e < len(texts) and e - b < _SEGMENT_BATCH and (e == b or chars + len(texts[e]) <= _SEGMENT_BATCH_CHARS):
+            chars += len(texts[e])
+            e += 1
+        aligned.extend(segment_sentences(texts[b:e], tok, seg))
+        b = e
     stats: dict[str, Any] = {"shard": index, "documents": len(job["docs"]),
                              "sentences": len(texts), "chars": sum(map(len, texts)),
                              "alignment_failures": seg.align_failures - failures0}
+    del texts
+    # Sentences over the token budget become pieces (module docstring, "Long text").
+    budget = job["max_seq_length"] - (2 if job["pair_mode"] == "none" else 3)
+    piece = budget if job["pair_mode"] == "none" else max(budget // 2, 1)
+    docs: dict[str, list] = {"train": [], "validation": []}
+    k = split_long = 0
+    for pos, (_, sents, is_val) in enumerate(job["docs"]):
+        cut_pieces, cut_sources = job.get("cut", {}).get(pos, ((), 0))
+        split_long += cut_sources
+        doc = []
+        for j, a in enumerate(aligned[k:k + len(sents)]):
+            if not a.ids:
+                continue  # a sentence with no token
+            if len(a.ids) > budget:
+                split_long += j not in cut_pieces
+                doc.extend(_split_long(a, piece))
+            else:
+                doc.append(a)
+        k += len(sents)
+        if doc:
+            docs["validation" if is_val else "train"].append(doc)
+    del aligned
+    stats["split_long_sentences"] = split_long
+
     tokens = unk = random_next = 0
     for split in SPLITS:
         instances: list[dict] = []
@@ -263,47 +417,91 @@ def _process_shard(job: dict) -> dict:
         _write_arrow(shard_dir / f"{split}.arrow", instances)
         stats[f"{split}_documents"] = len(docs[split])
         stats[f"{split}_instances"] = len(instances)
+        stats[f"{split}_bytes"] = (shard_dir / f"{split}.arrow").stat().st_size
         for inst in instances:
             ids = inst["input_ids"]
             tokens += len(ids)
             unk += ids.count(tok.unk_id)
             random_next += inst["next_sentence_label"] == 1
+        del instances
     stats.update(tokens=tokens, unk_tokens=unk, random_next=random_next,
                  seconds=round(time.perf_counter() - t0, 3))
-    _write_json_atomic(shard_dir / "shard.json", stats)  # last: marks the shard finished
+    write_json_atomic(shard_dir / "shard.json", stats)  # last: marks the shard finished
     return stats
 
 
 # ---------------------------------------------------------------------------------------
-# Orchestration
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+# Orchestration: what the output directory holds, and what to do with it
 
 
 def _is_validation(seed: int, sentences: list[str], fraction: float) -> bool:
     # Keyed by the document's content (duplicates are already dropped), not its path, so the
     # split is the same wherever the corpus lives (another checkout, machine or mount point).
-    h = hashlib.blake2b(f"{seed}/".encode("utf-8") + "\n".join(sentences).encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(h, "little") / 2.0 ** 64 < fraction
+    # Hashed sentence by sentence: the same digest as of "\n".join(sentences), without the copy.
+    h = hashlib.blake2b(f"{seed}/".encode("utf-8"), digest_size=8)
+    for i, s in enumerate(sentences):
+        if i:
+            h.update(b"\n")
+        h.update(s.encode("utf-8"))
+    return int.from_bytes(h.digest(), "little") / 2.0 ** 64 < fraction
 
 
-def _resolved_meta(cfg: DataConfig, vocab_sha256: str) -> dict:
+def _file_hash(path: Path, size: int) -> tuple[str, str]:
+    """(blake2b hex, "full" | "sampled"): the whole file, or for files over 64 MiB its size
+    and first, middle and last MiB (reading 100 GB of corpus on every run costs minutes)."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        if size <= _FULL_HASH_BYTES:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+            return h.hexdigest(), "full"
+        h.update(str(size).encode())
+        for at in (0, size // 2, size - _SAMPLE_BYTES):
+            f.seek(at)
+            h.update(f.read(_SAMPLE_BYTES))
+    return h.hexdigest(), "sampled"
+
+
+def _fingerprints(files: list[Path], old: Optional[dict]) -> list[dict]:
+    """{"path", "size", "mtime_ns", "blake2b", "hashed"} per input file (module docstring).
+
+    ``old``: the meta recorded by an earlier run, whose hashes are reused for files whose
+    size and mtime match and whose mtime is at least 2 s older than that record (a file
+    changed within the same timestamp tick as the record could otherwise look unchanged)."""
+    recorded = {}
+    if old and isinstance(old.get("input_files"), list):
+        taken = old.get("fingerprinted_ns", 0)
+        recorded = {r["path"]: r for r in old["input_files"]
+                    if isinstance(r, dict) and r.get("mtime_ns", taken) < taken - 2_000_000_000}
+    out = []
+    for f in files:
+        st = f.stat()
+        rec = {"path": str(f.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        prev = recorded.get(rec["path"])
+        if prev and (prev.get("size"), prev.get("mtime_ns")) == (rec["size"], rec["mtime_ns"]) and prev.get("blake2b"):
+            rec.update(blake2b=prev["blake2b"], hashed=prev.get("hashed", "full"))
+        else:
+            digest, how = _file_hash(f, st.st_size)
+            rec.update(blake2b=digest, hashed=how)
+        out.append(rec)
+    return out
+
+
+def _resolved_meta(cfg: DataConfig, vocab_sha256: str, old: Optional[dict] = None) -> dict:
     from zhbert import __version__
-    from zhbert.corpus import list_input_files
+    from zhbert.corpus import walk_input_files
 
-    files = list_input_files(cfg.input)  # DataError naming a missing path
+    files = walk_input_files(cfg.input)  # DataError naming a missing path
     config = dataclasses.asdict(cfg)
     config["input"] = [str(Path(p).resolve()) for p in cfg.input]
     config["vocab"] = str(Path(cfg.vocab).resolve())
     if cfg.jieba_user_dict:
         config["jieba_user_dict"] = str(Path(cfg.jieba_user_dict).resolve())
+    taken = time.time_ns()
     return {
         "config": config,
-        "input_files": [[str(f.resolve()), f.stat().st_size] for f in files],
+        "input_files": _fingerprints(files, old),
+        "fingerprinted_ns": taken,
         "vocab_sha256": vocab_sha256,
         "zhbert_version": __version__,
         "format_version": FORMAT_VERSION,
@@ -312,15 +510,38 @@ def _resolved_meta(cfg: DataConfig, vocab_sha256: str) -> dict:
 
 def _key(meta: dict) -> dict:
     cfg = {k: v for k, v in meta.get("config", {}).items() if k not in _NOT_IN_KEY}
-    return {"config": cfg, "input_files": meta.get("input_files"), "vocab_sha256": meta.get("vocab_sha256"),
-            "format_version": meta.get("format_version")}
+    return {"config": cfg, "vocab_sha256": meta.get("vocab_sha256"), "format_version": meta.get("format_version")}
+
+
+def _changed_inputs(old: Any, new: list[dict]) -> list[str]:
+    """Names of the input files that differ between two fingerprint lists ([] = same).
+
+    Same content = same path, size and hash; for a sampled hash the mtime must match too.
+    A record from before fingerprints (``[path, size]`` pairs) matches nothing."""
+    old = old if isinstance(old, list) else []
+    before = {r["path"]: r for r in old if isinstance(r, dict) and "path" in r}
+    if not before and old:
+        return ["recorded by an older zhbert, without content fingerprints"]
+    now = {r["path"]: r for r in new}
+    changed = []
+    for path in sorted(set(before) | set(now)):
+        a, b = before.get(path), now.get(path)
+        same = (a is not None and b is not None and (a["size"], a.get("blake2b")) == (b["size"], b["blake2b"])
+                and (b["hashed"] == "full" or a.get("mtime_ns") == b["mtime_ns"]))
+        if not same:
+            changed.append(Path(path).name + ("" if b else " (gone)") + ("" if a else " (new)"))
+    return changed
 
 
 def _differences(old: dict, new: dict) -> list[str]:
     a, b = _key(old), _key(new)
     diff = [f"data.{k}" for k in sorted(set(a["config"]) | set(b["config"]))
             if a["config"].get(k) != b["config"].get(k)]
-    diff += [k for k in ("input_files", "vocab_sha256", "format_version") if a[k] != b[k]]
+    changed = _changed_inputs(old.get("input_files"), new["input_files"])
+    if changed:
+        more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+        diff.append(f"input_files ({', '.join(changed[:5])}{more})")
+    diff += [k for k in ("vocab_sha256", "format_version") if a[k] != b[k]]
     return diff
 
 
@@ -329,7 +550,7 @@ def _check_output_dir(out: Path, cfg: DataConfig, meta: dict) -> str:
     overwrite_hint = "pass --overwrite (data.overwrite=true) to replace it"
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: output path exists and is not a directory")
-    if not out.exists() or not any(out.iterdir()):
+    if not out.exists() or not any(p.name != LOCK_INSIDE for p in out.iterdir()):
         return "new"
     old = _read_json(out / CONFIG_FILE) if (out / MARKER).exists() else None
     if old is None:
@@ -347,6 +568,20 @@ def _check_output_dir(out: Path, cfg: DataConfig, meta: dict) -> str:
     return "done" if is_complete(out) else "resume"
 
 
+def _check_partial_dir(work: Path, meta: dict) -> str:
+    """'new' | 'resume' | 'done' for the replacement being built in ``work``."""
+    if not work.exists():
+        return "new"
+    old = _read_json(work / CONFIG_FILE) if (work / MARKER).exists() else None
+    if old is None:
+        raise DataError(f"{work}: exists and is not a zhbert prepare output; move it away "
+                        f"(`zhbert prepare --overwrite` builds the new output there)")
+    if _differences(old, meta):
+        shutil.rmtree(work)  # a replacement with another configuration, never finished
+        return "new"
+    return "done" if is_complete(work) else "resume"
+
+
 def _guard_replace(out: Path, cfg: DataConfig) -> None:
     """Refuse to delete a directory that holds the inputs, the vocab or the working dir."""
     res = out.resolve()
@@ -356,6 +591,110 @@ def _guard_replace(out: Path, cfg: DataConfig) -> None:
             raise DataError(f"{out}: refusing to overwrite a directory that contains {p}")
 
 
+def _partial_dir(out: Path) -> Path:
+    return out.with_name(out.name + PARTIAL_SUFFIX)
+
+
+def _old_dirs(out: Path) -> list[Path]:
+    return sorted(Path(p) for p in glob.glob(glob.escape(str(out)) + OLD_SUFFIX + "-*"))
+
+
+def _swap_in(out: Path, work: Path) -> None:
+    """Put the complete output ``work`` at ``out``: two renames, then the old one deleted.
+    A kill between them is repaired by ``_repair_swap``."""
+    if out.exists():
+        old = out.with_name(f"{out.name}{OLD_SUFFIX}-{os.getpid()}")
+        os.rename(out, old)
+        os.rename(work, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(work, out)
+
+
+def _repair_swap(out: Path) -> None:
+    """Finish what a run killed inside ``_swap_in`` left: put a complete replacement (or
+    else the old output) back at ``out``, delete old outputs that were already replaced."""
+    partial, olds = _partial_dir(out), _old_dirs(out)
+    if not out.exists():
+        if partial.is_dir() and is_complete(partial):
+            os.rename(partial, out)
+        elif olds:
+            os.rename(olds.pop(), out)
+    for old in olds:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _clean_failed(work: Path, created: bool, drop: bool) -> None:
+    """After a failed run: keep what a re-run can resume from, delete the rest.
+
+    ``drop``: delete ``work`` entirely when this run created it (no training instances; or
+    a replacement that did not fit on the disk). Otherwise the finished shards and the
+    config/marker stay (a directory created by this run with no finished shard goes), and
+    the shard in progress, half-written split files and temporary files are deleted."""
+    if not work.exists():
+        return
+    finished = any((work / SHARDS_DIR).glob("shard_*/shard.json"))
+    if created and (drop or not finished):
+        shutil.rmtree(work, ignore_errors=True)
+        return
+    if is_complete(work):
+        return
+    for d in (work / SHARDS_DIR).glob("shard_*"):
+        if not (d / "shard.json").exists():
+            shutil.rmtree(d, ignore_errors=True)
+    for split in SPLITS:
+        shutil.rmtree(work / split, ignore_errors=True)
+    for p in [work / "dataset_dict.json", *work.glob(".*.tmp-*"), *(work / SHARDS_DIR).glob("shard_*/.*.tmp-*")]:
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+
+# ---------------------------------------------------------------------------------------
+# Orchestration: documents -> shard jobs -> workers
+
+
+def _cut_huge(sentences: list[str]) -> tuple[list[str], set[int], set[int]]:
+    """Sentences over ``_HUGE_SENTENCE_CHARS`` characters cut into pieces of at most that
+    many (after the last space or comma in the window's last eighth, when there is one).
+    Returns (sentences, indices of all pieces, indices of the first piece of each cut one)."""
+    if all(len(s) <= _HUGE_SENTENCE_CHARS for s in sentences):
+        return sentences, set(), set()
+    out: list[str] = []
+    pieces: set[int] = set()
+    firsts: set[int] = set()
+    n = _HUGE_SENTENCE_CHARS
+    for s in sentences:
+        if len(s) <= n:
+            out.append(s)
+            continue
+        firsts.add(len(out))
+        a = 0
+        while a < len(s):
+            b = min(a + n, len(s))
+            if b < len(s):
+                soft = max(s.rfind(c, b - n // 8, b) for c in " ，,、；;：:")
+                if soft > a:
+                    b = soft + 1
+            piece = s[a:b].strip()
+            if piece:
+                pieces.add(len(out))
+                out.append(piece)
+            a = b
+    return out, pieces, firsts
+
+
+def _parts(sentences: list[str], cap: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of the parts of a document cut at sentence ends into parts of about
+    ``cap`` characters (a part closes once it reaches ``cap``)."""
+    start = chars = 0
+    for k, s in enumerate(sentences):
+        chars += len(s)
+        if chars >= cap and k + 1 < len(sentences):
+            yield start, k + 1
+            start, chars = k + 1, 0
+    yield start, len(sentences)
+
+
 def _shard_jobs(cfg: DataConfig, read_stats, out: Path) -> Iterator[dict]:
     """Stream documents into shard jobs (validation flags decided here, in input order)."""
     from zhbert.corpus import iter_documents
@@ -363,58 +702,129 @@ def _shard_jobs(cfg: DataConfig, read_stats, out: Path) -> Iterator[dict]:
     base = {k: getattr(cfg, k) for k in ("vocab", "jieba_hmm", "jieba_user_dict", "entity_mode", "seed",
                                          "dupe_factor", "max_seq_length", "short_seq_prob", "pair_mode")}
     base["dir"] = str(out)
-    docs: list = []
+    docs: list = []  # (doc_id, sentences, is_validation): a document, or a part of a long one
+    cuts: dict[int, tuple[set[int], int]] = {}  # position in docs -> (pieces, cut sentences starting there)
+    whole: list[bool] = []  # docs[i] is a whole document
     index = seen = chars = 0
     any_val = False
 
-    def job(docs):
-        nonlocal any_val, seen
-        seen += len(docs)
+    def job():
+        nonlocal any_val
         any_val = any_val or any(v for _, _, v in docs)
-        if not any_val and seen >= 2 and cfg.validation_fraction > 0:
+        if not any_val and seen >= 2 and cfg.validation_fraction > 0 and whole[-1]:
             doc_id, sents, _ = docs[-1]
             docs[-1] = (doc_id, sents, True)
             any_val = True
-        return {**base, "index": index, "docs": docs}
+        return {**base, "index": index, "docs": docs, "cut": cuts}
 
     for doc in iter_documents(cfg.input, fmt=cfg.format, text_field=cfg.text_field, fullwidth=cfg.fullwidth,
                               t2s=cfg.t2s, dedup=cfg.dedup, stats=read_stats):
-        docs.append((doc.id, doc.sentences, _is_validation(cfg.seed, doc.sentences, cfg.validation_fraction)))
-        chars += sum(map(len, doc.sentences))
-        if len(docs) == cfg.shard_documents or chars >= cfg.shard_chars:
-            yield job(docs)
-            docs, index, chars = [], index + 1, 0
+        is_val = _is_validation(cfg.seed, doc.sentences, cfg.validation_fraction)
+        sentences, pieces, firsts = _cut_huge(doc.sentences)
+        seen += 1
+        for a, b in _parts(sentences, cfg.shard_chars):
+            if pieces:
+                here = {i - a for i in pieces if a <= i < b}
+                if here:
+                    cuts[len(docs)] = (here, sum(1 for i in firsts if a <= i < b))
+            docs.append((doc.id, sentences[a:b], is_val))
+            whole.append(b - a == len(sentences))
+            chars += sum(map(len, sentences[a:b]))
+            if len(docs) == cfg.shard_documents or chars >= cfg.shard_chars:
+                yield job()
+                docs, cuts, whole, index, chars = [], {}, [], index + 1, 0
     if docs:
-        yield job(docs)
+        yield job()
 
 
 def _run_jobs(jobs: Iterator[dict], workers: int, done: set[int]) -> Iterator[tuple[dict, dict, bool]]:
-    """(job, shard stats, reused) in shard order; at most 2 * workers shards in flight."""
+    """(job, shard stats, reused) in shard order; at most 2 * workers shards in flight.
+
+    Workers are a ``concurrent.futures.ProcessPoolExecutor``, not a ``multiprocessing.Pool``:
+    when a worker dies (SIGKILL from the out-of-memory killer) a Pool silently starts a new
+    one and waits forever for the lost result; the executor fails every pending future with
+    ``BrokenProcessPool``, which becomes a ``DataError`` naming the shard (``_dead_worker``).
+    """
     def reused(job):
-        return _read_json(Path(job["dir"]) / SHARDS_DIR / f"shard_{job['index']:05d}" / "shard.json")
+        return _finished_shard(_shard_dir(job["dir"], job["index"])) if job["index"] in done else None
 
     if workers == 1:
         _worker_init()
         for job in jobs:
-            if job["index"] in done and (s := reused(job)) is not None:
-                yield job, s, True
-            else:
-                yield job, process_shard(job), False
+            s = reused(job)
+            yield (job, s, True) if s is not None else (job, process_shard(job), False)
         return
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(workers, initializer=_worker_init) as pool:
-        pending: collections.deque = collections.deque()
-        for job in jobs:
-            if job["index"] in done and (s := reused(job)) is not None:
-                pending.append((job, s, True))
-            else:
-                pending.append((job, pool.apply_async(process_shard, (job,)), False))
-            while len(pending) > 2 * workers or (pending and pending[0][2]):
-                j, r, was = pending.popleft()
-                yield j, (r if was else r.get()), was
-        while pending:
-            j, r, was = pending.popleft()
-            yield j, (r if was else r.get()), was
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_pool_worker_init)
+    procs = getattr(pool, "_processes", None)  # pid -> Process (CPython 3.9+), filled as workers start
+    if procs is None:
+        procs = {}
+    pending: collections.deque = collections.deque()
+    ok = False
+    try:
+        try:
+            for job in jobs:
+                s = reused(job)
+                pending.append((job, s, True) if s is not None else (job, pool.submit(process_shard, job), False))
+                while len(pending) > 2 * workers or (pending and pending[0][2]):
+                    yield _next_result(pending)
+            while pending:
+                yield _next_result(pending)
+            ok = True
+        except BrokenProcessPool:
+            # Stop the other workers (SIGTERM) and let the executor reap them all: then every
+            # exit code is known, and the worker that died is the one not stopped by SIGTERM.
+            _stop_workers(procs)
+            pool.shutdown(wait=True)
+            dead = [(pid, p.exitcode) for pid, p in list(procs.items()) if p.exitcode not in (None, 0, -signal.SIGTERM)]
+            raise _dead_worker(dead, [j for j, _, was in pending if not was]) from None
+    finally:
+        if not ok:  # an error or an interrupt: do not wait for the shards in progress
+            pool.shutdown(wait=False, cancel_futures=True)
+            _stop_workers(procs)
+        pool.shutdown(wait=True)
+
+
+def _stop_workers(procs: dict) -> None:
+    """SIGTERM every worker still alive (SIGKILL after 10 s) and reap them. Done here, not
+    left to the executor: on CPython 3.11 a worker it spawns while it is tearing itself down
+    after a death is never stopped, and ``shutdown`` then waits for it forever."""
+    for p in list(procs.values()):
+        if p.exitcode is None:
+            p.terminate()
+    for p in list(procs.values()):
+        p.join(10)
+        if p.exitcode is None:
+            p.kill()
+            p.join()
+
+
+def _next_result(pending: collections.deque) -> tuple[dict, dict, bool]:
+    j, r, was = pending[0]
+    s = r if was else r.result()  # on an error the job stays in ``pending``, to be named
+    pending.popleft()
+    return j, s, was
+
+
+def _dead_worker(dead: list[tuple[int, int]], in_flight: list[dict]) -> DataError:
+    """The error for a worker that died: which process, by which signal, on which shard
+    (the shard whose worker.json names the dead process and which has no shard.json)."""
+    how, shard = "died", None
+    if dead:
+        pid, code = dead[0]
+        how = (f"(pid {pid}) was killed by {signal.Signals(-code).name}" if code < 0
+               else f"(pid {pid}) exited with status {code}")
+        for job in in_flight:
+            d = _shard_dir(job["dir"], job["index"])
+            if (_read_json(d / "worker.json") or {}).get("pid") == pid and not (d / "shard.json").exists():
+                shard = job["index"]
+    if shard is None and in_flight:
+        shard = in_flight[0]["index"]
+    where = f" while preparing shard {shard}" if shard is not None else ""
+    return DataError(f"a worker process {how}{where} (out of memory?); the finished shards are kept: re-run "
+                     f"to resume, with fewer workers (--workers) or a smaller data.shard_chars")
 
 
 def resolve_vocab(spec: str) -> Path:
@@ -441,9 +851,6 @@ def resolve_vocab(spec: str) -> Path:
 
 def prepare(cfg: DataConfig) -> dict:
     """Run ``zhbert prepare`` for ``cfg`` (see module docstring); returns the stats dict."""
-    from tqdm.auto import tqdm
-
-    from zhbert.corpus import ReadStats
     from zhbert.tokenizer import ChineseTokenizer
 
     t0 = time.perf_counter()
@@ -454,109 +861,169 @@ def prepare(cfg: DataConfig) -> dict:
     # The saved tokenizer files record the corpus normalisation, so every export carries it
     # to fine-tuning (ChineseTokenizer.normalize), which then sees text as pretraining did.
     tokenizer.normalization = {"fullwidth": cfg.fullwidth, "t2s": cfg.t2s}
-    meta = _resolved_meta(cfg, tokenizer.vocab_sha256())  # DataError naming a missing input
+    for p in cfg.input:  # before anything is created (also checked, with the files, later)
+        if not Path(p).exists():
+            raise DataError(f"input path does not exist: {p}")
     out = Path(cfg.dir)
+    if out.is_symlink():  # replace the directory it points to, not the link
+        out = Path(os.path.realpath(out))
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: output path exists and is not a directory")
+    lock = DirLock(out, what="another `zhbert prepare`", inside=LOCK_INSIDE)
+    try:
+        lock.acquire()  # DataError naming the holder
+    except OSError as e:
+        # Nothing can be written here (read-only file system, no permission); an output that
+        # is complete and up to date can still be returned as it is.
+        meta = _resolved_meta(cfg, tokenizer.vocab_sha256(), _read_json(out / CONFIG_FILE))
+        if out.is_dir() and _check_output_dir(out, cfg, meta) == "done":
+            return {**(_read_json(out / STATS_FILE) or {}), "already_prepared": True}
+        raise DataError(f"cannot write the output {out}: {os_error_message(e, lock.path) or e}") from None
+    try:
+        return _prepare_locked(cfg, out, tokenizer, t0)
+    except ZhbertError:
+        raise
+    except Exception as e:
+        msg = os_error_message(e, out)
+        if msg is None:
+            raise
+        raise DataError(msg) from None
+    finally:
+        lock.release()
+
+
+def _prepare_locked(cfg: DataConfig, out: Path, tokenizer, t0: float) -> dict:
+    from tqdm.auto import tqdm
+
+    from zhbert.corpus import ReadStats
+
+    _repair_swap(out)
+    old = _read_json(out / CONFIG_FILE) if (out / MARKER).exists() else None
+    meta = _resolved_meta(cfg, tokenizer.vocab_sha256(), old)  # DataError naming a missing input
     state = _check_output_dir(out, cfg, meta)
     if state == "done":
+        # A run killed between its complete marker and removing the shards left them here.
+        shutil.rmtree(out / SHARDS_DIR, ignore_errors=True)
         stats = _read_json(out / STATS_FILE) or {}
         return {**stats, "already_prepared": True}
+    work, wstate = out, state
     if state == "replace":
         _guard_replace(out, cfg)
+        work = _partial_dir(out)
+        wstate = _check_partial_dir(work, meta)
+        if wstate == "done":  # finished, but killed before it was swapped in
+            _swap_in(out, work)
+            shutil.rmtree(out / SHARDS_DIR, ignore_errors=True)
+            return _read_json(out / STATS_FILE) or {}
 
-    done: set[int] = set()
-    if state == "resume":
-        for p in (out / SHARDS_DIR).glob("shard_*/shard.json"):
-            done.add(int(p.parent.name.split("_")[1]))
-
+    done = {int(p.parent.name.split("_")[1]) for p in (work / SHARDS_DIR).glob("shard_*/shard.json")} \
+        if wstate == "resume" else set()
     created = False
 
     def open_output() -> None:
-        """Create / replace the directory lazily, once there is something to write."""
+        """Create the directory lazily, once there is something to write."""
         nonlocal created
-        if state == "replace":
-            shutil.rmtree(out)
-        if state in ("new", "replace"):
-            out.mkdir(parents=True, exist_ok=True)
+        if wstate == "new":
+            work.mkdir(parents=True, exist_ok=True)
             created = True
-        _write_json_atomic(out / CONFIG_FILE, meta)
-        _write_json_atomic(out / MARKER, {"format_version": FORMAT_VERSION, "complete": False})
+        write_json_atomic(work / CONFIG_FILE, meta)
+        write_json_atomic(work / MARKER, {"format_version": FORMAT_VERSION, "complete": False})
 
     read_stats = ReadStats()
-    totals = collections.Counter()
+    totals: collections.Counter = collections.Counter()
     shards = reused_shards = processed_chars = 0
     bar = tqdm(unit="char", unit_scale=True, desc="prepare", disable=None)
-    jobs = _shard_jobs(cfg, read_stats, out)
+    jobs = _shard_jobs(cfg, read_stats, work)
+    drop = False
     try:
         first = next(jobs, None)
         if first is None:
-            raise DataError(f"no documents in input {', '.join(map(str, cfg.input))} "
-                            f"(format {cfg.format}; {read_stats.files} file(s) read)")
+            raise DataError(_no_documents(cfg, read_stats))
         open_output()
-
-        def all_jobs():
-            yield first
-            yield from jobs
-
-        for job, s, reused in _run_jobs(all_jobs(), cfg.workers, done):
-            shards += 1
-            reused_shards += reused
-            for k in ("train_instances", "validation_instances", "train_documents", "validation_documents",
-                      "tokens", "unk_tokens", "random_next", "alignment_failures"):
-                totals[k] += s.get(k, 0)
-            if not reused:
-                processed_chars += s["chars"]
-                bar.update(s["chars"])
-            bar.set_postfix(shards=shards, instances=totals["train_instances"] + totals["validation_instances"])
-    except BaseException:
+        with contextlib.closing(_run_jobs(itertools.chain([first], jobs), cfg.workers, done)) as results:
+            for job, s, reused in results:
+                shards += 1
+                reused_shards += reused
+                for k in ("train_instances", "validation_instances", "train_documents", "validation_documents",
+                          "tokens", "unk_tokens", "random_next", "alignment_failures", "split_long_sentences"):
+                    totals[k] += s.get(k, 0)
+                if not reused:
+                    processed_chars += s["chars"]
+                    bar.update(s["chars"])
+                bar.set_postfix(shards=shards, instances=totals["train_instances"] + totals["validation_instances"])
         bar.close()
-        if created and not (out / SHARDS_DIR).exists():
-            shutil.rmtree(out, ignore_errors=True)
+        if totals["train_instances"] == 0:
+            drop = True
+            raise DataError(f"no training instances could be built from {', '.join(map(str, cfg.input))} "
+                            f"({read_stats.documents} documents, {totals['validation_documents']} of them "
+                            f"for validation; too few or too short for pair_mode {cfg.pair_mode}?)")
+        written = _finalise(work, shards, tokenizer)
+        # The counts come from the Arrow files just written; the shards' own counts must agree.
+        for k in ("train_instances", "validation_instances", "tokens", "unk_tokens", "random_next"):
+            if written[k] != totals[k]:
+                raise DataError(f"{work}: the shards report {totals[k]} {k} but their Arrow files hold "
+                                f"{written[k]}; the output is not marked complete: re-run with --overwrite")
+        seconds = time.perf_counter() - t0
+        instances = written["train_instances"] + written["validation_instances"]
+        stats = {
+            "documents": read_stats.documents,
+            "train_documents": totals["train_documents"],
+            "validation_documents": totals["validation_documents"],
+            "sentences": read_stats.sentences,
+            "chars": read_stats.chars,
+            "instances": instances,
+            "train_instances": written["train_instances"],
+            "validation_instances": written["validation_instances"],
+            "tokens": written["tokens"],
+            "unk_tokens": written["unk_tokens"],
+            "mean_tokens_per_instance": round(written["tokens"] / instances, 3),
+            "nsp_random_fraction": (round(written["random_next"] / instances, 4) if cfg.pair_mode == "nsp" else None),
+            "sop_swapped_fraction": (round(written["random_next"] / instances, 4) if cfg.pair_mode == "sop" else None),
+            "alignment_failures": totals["alignment_failures"],
+            "split_long_sentences": totals["split_long_sentences"],
+            "duplicates_dropped": read_stats.duplicates_dropped,
+            "skipped_lines": read_stats.skipped_lines,
+            "skipped_locations": read_stats.skipped_locations,
+            "undecodable_files": read_stats.undecodable_files,
+            "files": read_stats.files,
+            "files_skipped": read_stats.files_skipped,
+            "skipped_files": read_stats.skipped_files,
+            "shards": shards,
+            "shards_reused": reused_shards,
+            "workers": cfg.workers,
+            "seconds": round(seconds, 3),
+            "chars_per_second": round(processed_chars / seconds, 1) if seconds > 0 else None,
+            "vocab_sha256": meta["vocab_sha256"],
+        }
+        write_json_atomic(work / STATS_FILE, stats)
+        write_json_atomic(work / MARKER, {"format_version": FORMAT_VERSION, "complete": True,
+                                          "zhbert_version": meta["zhbert_version"],
+                                          "splits": {s: written[f"{s}_instances"] for s in SPLITS
+                                                     if written[f"{s}_instances"]}})
+    except BaseException as e:
+        bar.close()
+        drop = drop or (work != out and is_disk_full(e))
+        _clean_failed(work, created or work != out, drop)
         raise
-    bar.close()
-
-    instances = totals["train_instances"] + totals["validation_instances"]
-    if totals["train_instances"] == 0:
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
-        raise DataError(f"no training instances could be built from {', '.join(map(str, cfg.input))} "
-                        f"({read_stats.documents} documents, {totals['validation_documents']} of them "
-                        f"for validation; too few or too short for pair_mode {cfg.pair_mode}?)")
-
-    _finalise(out, shards, tokenizer)
-    seconds = time.perf_counter() - t0
-    stats = {
-        "documents": read_stats.documents,
-        "train_documents": totals["train_documents"],
-        "validation_documents": totals["validation_documents"],
-        "sentences": read_stats.sentences,
-        "chars": read_stats.chars,
-        "instances": instances,
-        "train_instances": totals["train_instances"],
-        "validation_instances": totals["validation_instances"],
-        "tokens": totals["tokens"],
-        "unk_tokens": totals["unk_tokens"],
-        "mean_tokens_per_instance": round(totals["tokens"] / instances, 3),
-        "nsp_random_fraction": (round(totals["random_next"] / instances, 4) if cfg.pair_mode == "nsp" else None),
-        "sop_swapped_fraction": (round(totals["random_next"] / instances, 4) if cfg.pair_mode == "sop" else None),
-        "alignment_failures": totals["alignment_failures"],
-        "duplicates_dropped": read_stats.duplicates_dropped,
-        "skipped_lines": read_stats.skipped_lines,
-        "skipped_locations": read_stats.skipped_locations,
-        "files": read_stats.files,
-        "shards": shards,
-        "shards_reused": reused_shards,
-        "workers": cfg.workers,
-        "seconds": round(seconds, 3),
-        "chars_per_second": round(processed_chars / seconds, 1) if seconds > 0 else None,
-        "vocab_sha256": meta["vocab_sha256"],
-    }
-    _write_json_atomic(out / STATS_FILE, stats)
-    _write_json_atomic(out / MARKER, {"format_version": FORMAT_VERSION, "complete": True,
-                                      "zhbert_version": meta["zhbert_version"],
-                                      "splits": {s: stats[f"{s}_instances"] for s in SPLITS
-                                                 if stats[f"{s}_instances"]}})
+    # Complete. Everything below only tidies up, and a re-run repairs it if it is cut short.
+    if work != out:
+        _swap_in(out, work)
     shutil.rmtree(out / SHARDS_DIR, ignore_errors=True)
     return stats
+
+
+def _no_documents(cfg: DataConfig, rs) -> str:
+    """Why the input gave no document, as precisely as the read statistics allow."""
+    where = f"no documents in input {', '.join(map(str, cfg.input))}"
+    if rs.undecodable_files:
+        names = ", ".join(rs.undecodable_files[:3]) + (" ..." if len(rs.undecodable_files) > 3 else "")
+        return (f"{where}: every line of {names} failed UTF-8 decoding (GBK/GB18030? convert it first, "
+                f"e.g. iconv -f GB18030 -t UTF-8)")
+    if rs.files == 0 and rs.files_skipped:
+        first = rs.skipped_files[0]
+        return f"{where}: all {rs.files_skipped} file(s) skipped, e.g. {first['path']} ({first['reason']})"
+    extra = f", {rs.skipped_lines} line(s) skipped, e.g. {rs.skipped_locations[0]}" if rs.skipped_lines else ""
+    return f"{where} (format {cfg.format}; {rs.files} file(s) read{extra})"
 
 
 def _features_json() -> dict:
@@ -574,14 +1041,17 @@ def _features_json() -> dict:
 _MAX_SPLIT_FILE_BYTES = 500 * 2**20  # as ``save_to_disk``'s default max_shard_size
 
 
-def _finalise(out: Path, shards: int, tokenizer) -> None:
+def _finalise(out: Path, shards: int, tokenizer) -> dict:
     """Shard Arrow files -> one ``datasets.DatasetDict`` in ``out`` (train/, validation/) in
     ``save_to_disk``'s layout (``data-0000i-of-0000n.arrow`` + state.json + dataset_info.json,
-    dataset_dict.json), plus the tokenizer files.
+    dataset_dict.json), plus the tokenizer files. Returns what the written split files hold
+    (``_count_written``), read back from disk.
 
     The shards' record batches are streamed into files of at most ~500 MB with pyarrow, which
     is what ``save_to_disk`` would write, minus importing ``datasets`` and re-encoding the
-    table: finishing costs a file copy, whatever the corpus size, in bounded memory."""
+    table: finishing costs a file copy, whatever the corpus size, in bounded memory. Every
+    file is fsync'ed before the caller writes the complete marker, so after a power cut the
+    marker never stands for data that did not reach the disk."""
     import pyarrow as pa
 
     features = _features_json()
@@ -589,6 +1059,7 @@ def _finalise(out: Path, shards: int, tokenizer) -> None:
         {"huggingface": json.dumps({"info": {"features": features}})})
     info = {"citation": "", "description": "", "features": features, "homepage": "", "license": ""}
     splits = []
+    written: dict[str, int] = collections.Counter()
     for split in SPLITS:
         d = out / split
         if d.exists():
@@ -598,7 +1069,7 @@ def _finalise(out: Path, shards: int, tokenizer) -> None:
         files = []
         digest = hashlib.blake2b(split.encode(), digest_size=8)  # the split's fingerprint
         for i in range(shards):
-            shard_dir = out / SHARDS_DIR / f"shard_{i:05d}"
+            shard_dir = _shard_dir(out, i)
             stats = _read_json(shard_dir / "shard.json") or {}
             digest.update(json.dumps({k: v for k, v in stats.items() if k != "seconds"}, sort_keys=True).encode())
             if stats.get(f"{split}_instances"):
@@ -621,11 +1092,36 @@ def _finalise(out: Path, shards: int, tokenizer) -> None:
                     with pa.memory_map(str(f)) as src:
                         for batch in pa.ipc.open_stream(src):
                             writer.write_batch(batch)
+            fsync_file(d / name)
         state = {"_data_files": [{"filename": n} for n in names], "_fingerprint": digest.hexdigest(),
                  "_format_columns": None, "_format_kwargs": {}, "_format_type": None,
                  "_output_all_columns": False, "_split": None}
-        (d / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
-        (d / "dataset_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+        write_text_atomic(d / "state.json", json.dumps(state, indent=2, sort_keys=True))
+        write_text_atomic(d / "dataset_info.json", json.dumps(info, indent=2))
+        written.update(_count_written(d, names, tokenizer.unk_id, split))
         splits.append(split)
-    (out / "dataset_dict.json").write_text(json.dumps({"splits": splits}), encoding="utf-8")
+    write_text_atomic(out / "dataset_dict.json", json.dumps({"splits": splits}))
     tokenizer.save(out)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (out / name).exists():
+            fsync_file(out / name)
+    return {k: written.get(k, 0) for k in ("train_instances", "validation_instances", "tokens", "unk_tokens",
+                                            "random_next")}
+
+
+def _count_written(d: Path, names: list[str], unk_id: int, split: str) -> dict[str, int]:
+    """Rows, tokens, [UNK] tokens and label-1 rows of the split files ``d/names``, read back
+    from disk (memory-mapped, column by column: no Python objects per row)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rows = tokens = unk = label1 = 0
+    for name in names:
+        with pa.memory_map(str(d / name)) as src:
+            for batch in pa.ipc.open_stream(src):
+                ids = batch.column(COLUMNS.index("input_ids")).flatten()
+                rows += batch.num_rows
+                tokens += len(ids)
+                unk += pc.sum(pc.equal(ids, unk_id)).as_py() or 0
+                label1 += pc.sum(pc.equal(batch.column(COLUMNS.index("next_sentence_label")), 1)).as_py() or 0
+    return {f"{split}_instances": rows, "tokens": tokens, "unk_tokens": unk, "random_next": label1}
