@@ -338,15 +338,15 @@ def _download_hub(entry: RegistryEntry, cache: Optional[Path], revision: Optiona
             raise CheckpointError(f"{label}: cannot reach the hub ({_first_line(e)}) and it is not "
                                   f"cached in {where}; check the network / HF_ENDPOINT, or pass a "
                                   f"local checkpoint directory") from None
+        except hf_errors.GatedRepoError:  # before RepositoryNotFoundError: it is a subclass of it
+            raise CheckpointError(f"{label}: the repository is gated; accept its terms on the hub "
+                                  f"and log in (`hf auth login`)") from None
         except hf_errors.RepositoryNotFoundError:
             raise CheckpointError(f"{label}: no such repository on the hub "
                                   f"({os.environ.get('HF_ENDPOINT', 'https://huggingface.co')}); "
                                   f"check the name, or log in for private repos") from None
         except hf_errors.RevisionNotFoundError:
             raise CheckpointError(f"{label}: revision {revision!r} not found on the hub") from None
-        except hf_errors.GatedRepoError:
-            raise CheckpointError(f"{label}: the repository is gated; accept its terms on the hub "
-                                  f"and log in (`hf auth login`)") from None
         except (hf_errors.HfHubHTTPError, OSError, ValueError) as e:
             raise CheckpointError(f"{label}: hub download failed: {type(e).__name__}: "
                                   f"{_first_line(e)}") from None
