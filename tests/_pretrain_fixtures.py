@@ -43,13 +43,16 @@ def build_data(root: Path) -> Path:
     if not (data / "zhbert_prepare.json").exists():
         env = cpu_env()
         subprocess.run([sys.executable, "-m", "zhbert.cli", "prepare", "--input", str(SAMPLE), "--output", str(data),
-                        "--vocab", str(vocab), "--max-seq-length", "64", "data.validation_fraction=0.2"],
+                        "--vocab", str(vocab), "--max-seq-length", "64", "data.validation_fraction=0.2",
+                        "data.fullwidth=true"],  # folded, as when the golden losses were recorded
                        check=True, env=env, capture_output=True)
     return data
 
 
 def overrides(data: Path, out: Path, *extra: str, dropout: float = 0.0) -> list[str]:
-    return [f"data.dir={data}", "data.max_seq_length=64", f"train.output_dir={out}", "train.max_steps=4",
+    # data.input=[]: train on data.dir as prepared (its recorded settings become the run's data
+    # section); with tiny.yaml's data.input the run would be refused for another vocab
+    return [f"data.dir={data}", "data.input=[]", "data.max_seq_length=64", f"train.output_dir={out}", "train.max_steps=4",
             "train.micro_batch_size=2", "train.lr=2e-3", "train.warmup_steps=2", "train.log_every=1",
             "train.eval_every=1000", "train.eval_batches=2", "train.checkpoint_every=1000",
             "train.prepare_if_missing=false", "wandb.mode=disabled", "masking.strategy=wwm",

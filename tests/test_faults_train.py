@@ -153,7 +153,7 @@ def test_resume_refuses_another_text_normalisation(data, trained, tmp_path):
     other = prepare(tmp_path / "raw_data", REPO / "tests" / "golden" / "sample_vocab.txt", "data.fullwidth=false")
     r = run_script(overrides(other, out, "train.max_steps=6"))
     assert r.returncode == 2, r.stderr[-3000:]
-    assert "normalised as" in error_line(r) and "fullwidth" in error_line(r)
+    assert "normalised with fullwidth=True" in error_line(r) and "train.allow_normalization_change" in error_line(r)
 
 
 def test_resume_refuses_a_model_shape_change_and_another_vocab_size(data, trained, tmp_path):

@@ -303,10 +303,13 @@ def test_tokenizer_files_record_the_corpus_normalisation(tmp_path, vocab, corpus
     from zhbert.tokenizer import ChineseTokenizer
 
     out = tmp_path / "out"
-    prepare(config(tmp_path, vocab, dir=str(out)))
+    prepare(config(tmp_path, vocab, dir=str(out), fullwidth=True))
     tok = ChineseTokenizer.from_dir(out)
     assert tok.normalization == {"fullwidth": True, "t2s": False}
     assert tok.normalize("你好，ＡＢＣ！") == "你好,ABC!"
+    # the default is what bert-base-chinese's models saw: no folding
+    prepare(config(tmp_path, vocab, dir=str(tmp_path / "default")))
+    assert ChineseTokenizer.from_dir(tmp_path / "default").normalization == {"fullwidth": False, "t2s": False}
     raw = ChineseTokenizer.from_vocab(vocab)
     assert raw.normalization is None and raw.normalize("你好，") == "你好，"
 

@@ -40,7 +40,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
-from zhbert.errors import CheckpointError, TrainingDiverged, disk_error
+from zhbert.errors import CheckpointError, ConfigError, TrainingDiverged, disk_error
 
 META_NAME = "meta.json"
 HF_DIR = "hf"
@@ -270,8 +270,30 @@ def resolve_resume(resume: str, output_dir: str | Path) -> Optional[Path]:
     return p
 
 
+def normalization_key(norm: Optional[dict]) -> tuple[bool, bool]:
+    """(fullwidth, t2s); None (nothing recorded) is raw text."""
+    return (bool(norm.get("fullwidth")), bool(norm.get("t2s"))) if norm else (False, False)
+
+
+def check_normalization(theirs: Optional[dict], ours: Optional[dict], what: str, data_dir: str,
+                        allow: bool) -> None:
+    """``what`` (a checkpoint) was trained on text normalised as ``theirs``; the data as
+    ``ours``. A difference is a ConfigError unless ``train.allow_normalization_change``."""
+    a, b = normalization_key(theirs), normalization_key(ours)
+    if a == b:
+        return
+    msg = (f"{what} was trained on text normalised with fullwidth={a[0]}, t2s={a[1]} but data.dir {data_dir} "
+           f"was prepared with fullwidth={b[0]}, t2s={b[1]}")
+    if allow:
+        warnings.warn(f"{msg} (train.allow_normalization_change=true)", stacklevel=2)
+        return
+    raise ConfigError(f"{msg}; prepare the data with data.fullwidth={str(a[0]).lower()} "
+                      f"data.t2s={str(a[1]).lower()}, or set train.allow_normalization_change=true to "
+                      "train on it anyway")
+
+
 def check_resume_compatible(step_dir: str | Path, meta: dict[str, Any], model_config, tokenizer,
-                            data_dir: str | Path) -> None:
+                            data_dir: str | Path, allow_normalization_change: bool = False) -> None:
     """Refuse (CheckpointError, one line) to resume ``step_dir`` with another model shape or
     with data tokenized differently: another vocabulary (size or sha256, also when the size is
     the same) or another text normalisation.
@@ -309,10 +331,13 @@ def check_resume_compatible(step_dir: str | Path, meta: dict[str, Any], model_co
         norm = (hf_tok or ChineseTokenizer.from_dir(d / HF_DIR)).normalization
     else:
         return
-    if (norm or None) != (tokenizer.normalization or None):
-        raise CheckpointError(f"cannot resume {d}: it was trained on text normalised as {norm} but data.dir "
-                              f"{data_dir} was prepared with {tokenizer.normalization}; re-prepare the data "
-                              "with the checkpoint's data.fullwidth / data.t2s or use a new train.output_dir")
+    from zhbert.errors import ConfigError
+
+    try:
+        check_normalization(norm, tokenizer.normalization, f"cannot resume {d}: it", str(data_dir),
+                            allow_normalization_change)
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
 
 
 # ------------------------------------------------------------------------------ saving

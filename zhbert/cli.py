@@ -101,12 +101,18 @@ def _add_vocab(sub) -> None:
     p = sub.add_parser("vocab", help="vocabulary tools")
     vsub = p.add_subparsers(dest="vocab_command", required=True)
     b = vsub.add_parser("build", help="build a BERT-layout character vocab.txt from a corpus")
-    b.add_argument("--input", nargs="+", required=True)
+    b.add_argument("--input", nargs="+", required=True, help="corpus files or directories")
     b.add_argument("--output", required=True, help="path of the vocab.txt to write")
-    b.add_argument("--size", type=int, default=21128)
-    b.add_argument("--format", default="auto", choices=["auto", "bert", "plain", "jsonl", "wiki"])
-    b.add_argument("--text-field", default="text")
-    b.add_argument("--min-freq", type=int, default=1)
+    b.add_argument("--size", type=int, default=21128, help="vocabulary size, special tokens included "
+                   "(default 21128, bert-base-chinese's)")
+    b.add_argument("--format", default="auto", choices=["auto", "bert", "plain", "jsonl", "wiki"],
+                   help="corpus format (default: detected per file)")
+    b.add_argument("--text-field", default="text", help="jsonl field holding the text (default: text)")
+    b.add_argument("--min-freq", type=int, default=1, help="drop characters seen fewer times (default 1)")
+    b.add_argument("--fullwidth", action="store_true",
+                   help="fold full-width ASCII forms first; use it only if the data is prepared with "
+                   "data.fullwidth=true (default: off, as zhbert prepare)")
+    b.add_argument("--t2s", action="store_true", help="traditional -> simplified first (as data.t2s=true)")
     b.set_defaults(func=_run_vocab_build)
 
 
@@ -117,7 +123,8 @@ def _run_vocab_build(args) -> int:
 
     try:
         path = build_vocab(args.input, args.output, size=args.size, fmt=args.format,
-                           min_freq=args.min_freq, text_field=args.text_field)
+                           min_freq=args.min_freq, text_field=args.text_field, fullwidth=args.fullwidth,
+                           t2s=args.t2s)
     except OSError as e:  # disk full, read-only folder, no permission: one line, not a traceback
         msg = os_error_message(e, args.output)
         if msg is None:

@@ -38,7 +38,11 @@ class DataConfig:
     vocab: str = "configs/vocab/sample_vocab.txt"  # BERT vocab.txt (built from corpora/sample)
     format: str = "auto"  # auto | bert | plain | jsonl | wiki
     text_field: str = "text"  # jsonl field holding the text
-    fullwidth: bool = True  # full-width ASCII -> half-width during normalisation
+    # Fold full-width ASCII forms (，！？：；（）Ａ１...) to ASCII. None = what the model's
+    # vocabulary saw: the model.init_from checkpoint's recorded setting, else off (as for
+    # bert-base-chinese and HFL's models). Folding changes 4.6% of the tokens of CLUE's dev
+    # text (docs/data.md, "Normalisation").
+    fullwidth: Optional[bool] = None
     t2s: bool = False  # traditional -> simplified Chinese
     dedup: bool = True  # drop exact duplicate documents
     max_seq_length: int = 128
@@ -163,6 +167,9 @@ class TrainConfig:
     # ends the run (exit 3, naming the step and the last good checkpoint); `skip` drops the
     # step and goes on, and stops after `max_nonfinite_skips` such steps in a row.
     on_nonfinite: str = "stop"  # stop | skip
+    # Resume or model.init_from with data normalised differently (data.fullwidth, data.t2s)
+    # from what the checkpoint was trained on is refused unless this is true.
+    allow_normalization_change: bool = False
     max_nonfinite_skips: int = 5
 
     def validate(self, where: str) -> None:

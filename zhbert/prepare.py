@@ -545,6 +545,43 @@ def _differences(old: dict, new: dict) -> list[str]:
     return diff
 
 
+# Keys whose difference does not make other instances: where the data lives and how it is made.
+_NOT_COMPARED_FOR_TRAINING = ("vocab", "jieba_user_dict")  # compared by content (vocab_sha256) / not at all
+
+
+def check_prepared_matches(cfg: DataConfig) -> DataConfig:
+    """The data config a training run records for the complete ``cfg.dir``.
+
+    With ``data.input`` set, ``cfg.dir`` must have been prepared from these settings: the
+    recorded inputs, vocab (by sha256), normalisation, sequence length, pair mode, seed ... are
+    compared, and any difference is a DataError naming the keys (a run never trains on data it
+    did not ask for). With ``data.input`` empty the run takes ``cfg.dir`` as it is, and the
+    recorded settings replace the run's ``data`` section, so what the run records is what it
+    trained on. Input files are compared by path, not re-fingerprinted (``zhbert prepare``
+    does that).
+    """
+    from zhbert.tokenizer import ChineseTokenizer
+
+    meta = read_prepare_meta(cfg.dir)
+    recorded = dict(meta.get("config") or {})
+    if not cfg.input:
+        names = {f.name for f in dataclasses.fields(DataConfig)} - set(_NOT_IN_KEY)
+        return dataclasses.replace(cfg, **{k: v for k, v in recorded.items() if k in names})
+    run = dataclasses.asdict(dataclasses.replace(cfg, fullwidth=bool(cfg.fullwidth)))
+    run["input"] = [str(Path(p).resolve()) for p in cfg.input]
+    skip = set(_NOT_IN_KEY) | set(_NOT_COMPARED_FOR_TRAINING)
+    diff = [f"data.{k}" for k in sorted(set(run) | set(recorded))
+            if k not in skip and run.get(k) != recorded.get(k)]
+    vocab = ChineseTokenizer.from_vocab(resolve_vocab(cfg.vocab))
+    if meta.get("vocab_sha256") != vocab.vocab_sha256():
+        diff.append("data.vocab (sha256)")
+    if diff:
+        raise DataError(f"data.dir {cfg.dir} was prepared with other settings than this run's data section "
+                        f"(differs in {', '.join(diff)}); set data.dir to a new directory (it is prepared "
+                        f"first) or re-prepare it with `zhbert prepare ... --overwrite`")
+    return dataclasses.replace(cfg, fullwidth=bool(cfg.fullwidth))
+
+
 def _check_output_dir(out: Path, cfg: DataConfig, meta: dict) -> str:
     """'new' | 'resume' | 'done' | 'replace' for the output directory (or raise DataError)."""
     overwrite_hint = "pass --overwrite (data.overwrite=true) to replace it"
@@ -856,7 +893,9 @@ def prepare(cfg: DataConfig) -> dict:
     t0 = time.perf_counter()
     if not cfg.input:
         raise DataError("no input given: set data.input (or --input) to corpus files or directories")
-    cfg = dataclasses.replace(cfg, vocab=str(resolve_vocab(cfg.vocab)))
+    # data.fullwidth None ("what the vocabulary's models saw") is off here; the trainer resolves
+    # it from model.init_from before it prepares data.
+    cfg = dataclasses.replace(cfg, vocab=str(resolve_vocab(cfg.vocab)), fullwidth=bool(cfg.fullwidth))
     tokenizer = ChineseTokenizer.from_vocab(cfg.vocab)  # DataError naming the vocab
     # The saved tokenizer files record the corpus normalisation, so every export carries it
     # to fine-tuning (ChineseTokenizer.normalize), which then sees text as pretraining did.

@@ -523,6 +523,8 @@ def build_vocab(
     min_freq: int = 1,
     lowercase: bool = True,
     text_field: str = "text",
+    fullwidth: bool = False,
+    t2s: bool = False,
 ) -> Path:
     """Build a character vocab.txt from corpus files (``zhbert vocab build``).
 
@@ -539,7 +541,9 @@ def build_vocab(
        (tokenizers' WordPieceTrainer breaks ties between merges differently run to run).
 
     Reads the corpus once, streaming: memory holds only a character counter and the
-    non-CJK word counts. Returns the output path.
+    non-CJK word counts. The corpus is normalised as ``zhbert prepare`` will normalise it
+    (``fullwidth``, ``t2s``: pass the same values as data.fullwidth / data.t2s). Returns the
+    output path.
     """
     from tqdm import tqdm
 
@@ -561,7 +565,7 @@ def build_vocab(
         # Side effect: counts every character; yields the text with CJK removed for the
         # WordPiece trainer (CJK characters are single tokens and need no merges).
         nonlocal n_docs
-        docs = iter_documents(paths, fmt=fmt, text_field=text_field)
+        docs = iter_documents(paths, fmt=fmt, text_field=text_field, fullwidth=fullwidth, t2s=t2s)
         for doc in tqdm(docs, desc="vocab", unit="doc", disable=None):
             n_docs += 1
             for sent in doc.sentences:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from zhbert.config import PretrainConfig, save_config, to_dict
+from zhbert.checkpoint import check_normalization, normalization_key
 from zhbert.errors import CheckpointError, ConfigError, DataError, TrainingDiverged, ZhbertError, disk_error
 
 # Dense peak TFLOP/s per device (bf16/fp16, fp32 incl. TF32 where it applies), for the MFU guess.
@@ -173,10 +174,13 @@ def resolve_model_config(cfg: PretrainConfig, tokenizer, data_dir: str):
         if (src / "vocab.txt").is_file():
             from zhbert.tokenizer import ChineseTokenizer
 
-            theirs = ChineseTokenizer.from_dir(src).vocab_sha256()
+            theirs_tok = ChineseTokenizer.from_dir(src)
+            theirs = theirs_tok.vocab_sha256()
             if theirs != tokenizer.vocab_sha256():
                 raise ConfigError(f"incompatible vocabularies: {src / 'vocab.txt'} (sha256 {theirs[:12]}…) differs "
                                   f"from the {data_vocab}, sha256 {tokenizer.vocab_sha256()[:12]}…")
+            check_normalization(theirs_tok.normalization, tokenizer.normalization, f"model.init_from {src}",
+                                data_dir, cfg.train.allow_normalization_change)
     else:
         d = _read_model_file(m.config) if m.config else {}
         where = f"model.config {m.config}" if m.config else "model"
@@ -190,6 +194,15 @@ def resolve_model_config(cfg: PretrainConfig, tokenizer, data_dir: str):
         raise ConfigError(f"data.max_seq_length {cfg.data.max_seq_length} > model max_position_embeddings "
                           f"{config.max_position_embeddings}")
     return config
+
+
+def init_normalization(init_from: str) -> Optional[dict]:
+    """The text normalisation recorded with a ``model.init_from`` checkpoint (None: raw text,
+    e.g. bert-base-chinese, whose tokenizer files record nothing)."""
+    from zhbert.tokenizer import ChineseTokenizer
+
+    src = resolve_init_from(init_from)
+    return ChineseTokenizer.from_dir(src).normalization if (src / "vocab.txt").is_file() else None
 
 
 def check_data_vocab(data_dir: str, tokenizer) -> None:
@@ -484,14 +497,20 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
     t, out = cfg.train, Path(cfg.train.output_dir)
     try:
         # ---- data, tokenizer, model config (all checked before anything heavy)
-        ensure_data(cfg, rank)
-        data_dir = cfg.data.dir
-        tokenizer = ChineseTokenizer.from_dir(data_dir)
-        check_data_vocab(data_dir, tokenizer)
         if cfg.model.init_from:  # rank 0 first: a registry name may need a download
             if rank == 0:
                 resolve_init_from(cfg.model.init_from)
             ckpt_mod._barrier()
+        if cfg.data.fullwidth is None:  # what the model's vocabulary saw (see DataConfig.fullwidth)
+            cfg.data.fullwidth = normalization_key(init_normalization(cfg.model.init_from))[0] \
+                if cfg.model.init_from else False
+        ensure_data(cfg, rank)
+        from zhbert.prepare import check_prepared_matches
+
+        cfg.data = check_prepared_matches(cfg.data)  # refuses a dir prepared from other data.*
+        data_dir = cfg.data.dir
+        tokenizer = ChineseTokenizer.from_dir(data_dir)
+        check_data_vocab(data_dir, tokenizer)
         model_config = resolve_model_config(cfg, tokenizer, data_dir)
         ds_cfg = build_ds_config(cfg, world, device_type, hidden_size=model_config.hidden_size)
         dsets = load_prepared(data_dir)
@@ -513,7 +532,8 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
         meta = ckpt_mod.read_meta(resume_dir) if resume_dir is not None else {}
         sharded = False
         if resume_dir is not None:
-            ckpt_mod.check_resume_compatible(resume_dir, meta, model_config, tokenizer, data_dir)
+            ckpt_mod.check_resume_compatible(resume_dir, meta, model_config, tokenizer, data_dir,
+                                             allow_normalization_change=t.allow_normalization_change)
             # ZeRO 0 state is one replicated file: it resumes on any number of ranks as it is
             sharded = ckpt_mod.is_sharded(resume_dir)
             if not sharded:
