@@ -3,6 +3,9 @@
 import dataclasses
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import datasets
@@ -403,3 +406,30 @@ def test_split_long_cuts_at_word_boundaries_and_renumbers():
     assert [p.entity_ids for p in pieces] == [[-1, -1, -1], [0, 0, -1], [0, 0, 0, 0]]
     one_word = AlignedSentence(list(range(9)), [0] * 9, [-1] * 9)  # no boundary: cut inside the word
     assert [len(p.ids) for p in prep._split_long(one_word, 4)] == [4, 4, 1]
+
+
+def test_validation_split_has_a_useful_minimum():
+    """Hand-worked: instances ~ bytes / 3 / (0.9 x max_seq_length); validation gets
+    max(fraction, min(64 / instances, 25%))."""
+    from zhbert.prepare import validation_fraction
+
+    cfg = DataConfig(max_seq_length=128, validation_fraction=0.02)
+    assert validation_fraction(cfg, [{"path": "a.txt", "size": 3_000_000}]) == 0.02  # 8,681 instances: 0.7% < 2%
+    assert validation_fraction(cfg, [{"path": "a.txt", "size": 100_000}]) == pytest.approx(64 / (100_000 / 3 / 115.2))
+    assert validation_fraction(cfg, [{"path": "a.txt", "size": 30_000}]) == 0.25  # 87 instances: capped
+    assert validation_fraction(cfg, [{"path": "a.txt.gz", "size": 25_000}]) == pytest.approx(64 / (100_000 / 3 / 115.2))
+    assert validation_fraction(DataConfig(validation_fraction=0.0), [{"path": "a", "size": 10}]) == 0.0
+
+
+def test_the_bundled_sample_gets_eval_data_and_prepare_reports_progress_and_unk_rate(tmp_path):
+    """corpora/sample (107 documents, ~210 instances) used to give a validation split of one
+    instance; without a terminal prepare prints plain progress lines and the [UNK] rate."""
+    repo = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "zhbert.cli", "prepare", "--input", str(repo / "corpora" / "sample"),
+                        "--output", str(tmp_path / "out"), "--vocab", str(repo / "configs" / "vocab" / "sample_vocab.txt")],
+                       capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert r.returncode == 0, r.stderr
+    stats = json.loads(r.stdout)  # stdout stays the stats JSON
+    assert 40 <= stats["validation_instances"] <= 0.35 * stats["instances"]
+    assert "[zhbert] prepare: 1 shards" in r.stderr
+    assert f"[UNK] is {stats['unk_rate']:.2%} of the tokens" in r.stderr

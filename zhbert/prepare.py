@@ -96,6 +96,7 @@ import os
 import random
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -732,13 +733,40 @@ def _parts(sentences: list[str], cap: int) -> Iterator[tuple[int, int]]:
     yield start, len(sentences)
 
 
-def _shard_jobs(cfg: DataConfig, read_stats, out: Path) -> Iterator[dict]:
+# The validation split gets at least MIN_VALIDATION_INSTANCES instances when the corpus allows,
+# i.e. when that is at most MAX_VALIDATION_SHARE of it (a quick start on a small corpus must
+# still have eval curves worth reading, and keep most of its data for training).
+MIN_VALIDATION_INSTANCES = 64
+MAX_VALIDATION_SHARE = 0.25
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst")
+
+
+def validation_fraction(cfg: DataConfig, input_files: list[dict]) -> float:
+    """The share of documents routed to validation: ``data.validation_fraction``, raised when
+    the corpus is so small that it would give fewer than MIN_VALIDATION_INSTANCES instances.
+
+    Documents are routed by a hash of their text before anything is counted (streaming), so
+    the corpus size is estimated from the input files: ~3 bytes per character of UTF-8
+    Chinese (x4 for compressed files), ~0.9 x max_seq_length characters per instance. The
+    estimate is a pure function of the recorded inputs, so a resumed run routes as the first.
+    0 stays 0 (no validation split).
+    """
+    f = cfg.validation_fraction
+    if f <= 0:
+        return 0.0
+    size = sum(r.get("size", 0) * (4 if str(r.get("path", "")).endswith(_COMPRESSED) else 1) for r in input_files)
+    instances = max(1.0, size / 3 / (0.9 * cfg.max_seq_length))
+    return max(f, min(MIN_VALIDATION_INSTANCES / instances, MAX_VALIDATION_SHARE))
+
+
+def _shard_jobs(cfg: DataConfig, read_stats, out: Path, fraction: Optional[float] = None) -> Iterator[dict]:
     """Stream documents into shard jobs (validation flags decided here, in input order)."""
     from zhbert.corpus import iter_documents
 
     base = {k: getattr(cfg, k) for k in ("vocab", "jieba_hmm", "jieba_user_dict", "entity_mode", "seed",
                                          "dupe_factor", "max_seq_length", "short_seq_prob", "pair_mode")}
     base["dir"] = str(out)
+    fraction = cfg.validation_fraction if fraction is None else fraction
     docs: list = []  # (doc_id, sentences, is_validation): a document, or a part of a long one
     cuts: dict[int, tuple[set[int], int]] = {}  # position in docs -> (pieces, cut sentences starting there)
     whole: list[bool] = []  # docs[i] is a whole document
@@ -748,7 +776,7 @@ def _shard_jobs(cfg: DataConfig, read_stats, out: Path) -> Iterator[dict]:
     def job():
         nonlocal any_val
         any_val = any_val or any(v for _, _, v in docs)
-        if not any_val and seen >= 2 and cfg.validation_fraction > 0 and whole[-1]:
+        if not any_val and seen >= 2 and fraction > 0 and whole[-1]:
             doc_id, sents, _ = docs[-1]
             docs[-1] = (doc_id, sents, True)
             any_val = True
@@ -756,7 +784,7 @@ def _shard_jobs(cfg: DataConfig, read_stats, out: Path) -> Iterator[dict]:
 
     for doc in iter_documents(cfg.input, fmt=cfg.format, text_field=cfg.text_field, fullwidth=cfg.fullwidth,
                               t2s=cfg.t2s, dedup=cfg.dedup, stats=read_stats):
-        is_val = _is_validation(cfg.seed, doc.sentences, cfg.validation_fraction)
+        is_val = _is_validation(cfg.seed, doc.sentences, fraction)
         sentences, pieces, firsts = _cut_huge(doc.sentences)
         seen += 1
         for a, b in _parts(sentences, cfg.shard_chars):
@@ -972,7 +1000,9 @@ def _prepare_locked(cfg: DataConfig, out: Path, tokenizer, t0: float) -> dict:
     totals: collections.Counter = collections.Counter()
     shards = reused_shards = processed_chars = 0
     bar = tqdm(unit="char", unit_scale=True, desc="prepare", disable=None)
-    jobs = _shard_jobs(cfg, read_stats, work)
+    val_fraction = validation_fraction(cfg, meta["input_files"])
+    jobs = _shard_jobs(cfg, read_stats, work, val_fraction)
+    progress = _Progress(bar)
     drop = False
     try:
         first = next(jobs, None)
@@ -990,6 +1020,7 @@ def _prepare_locked(cfg: DataConfig, out: Path, tokenizer, t0: float) -> dict:
                     processed_chars += s["chars"]
                     bar.update(s["chars"])
                 bar.set_postfix(shards=shards, instances=totals["train_instances"] + totals["validation_instances"])
+                progress.line(shards, processed_chars, totals)
         bar.close()
         if totals["train_instances"] == 0:
             drop = True
@@ -1015,6 +1046,9 @@ def _prepare_locked(cfg: DataConfig, out: Path, tokenizer, t0: float) -> dict:
             "validation_instances": written["validation_instances"],
             "tokens": written["tokens"],
             "unk_tokens": written["unk_tokens"],
+            # [UNK] share of the non-special tokens: how much of the corpus the vocab cannot spell
+            "unk_rate": round(written["unk_tokens"] / max(1, written["tokens"] - 3 * instances), 5),
+            "validation_fraction_used": round(val_fraction, 6),
             "mean_tokens_per_instance": round(written["tokens"] / instances, 3),
             "nsp_random_fraction": (round(written["random_next"] / instances, 4) if cfg.pair_mode == "nsp" else None),
             "sop_swapped_fraction": (round(written["random_next"] / instances, 4) if cfg.pair_mode == "sop" else None),
@@ -1048,7 +1082,39 @@ def _prepare_locked(cfg: DataConfig, out: Path, tokenizer, t0: float) -> dict:
     if work != out:
         _swap_in(out, work)
     shutil.rmtree(out / SHARDS_DIR, ignore_errors=True)
+    print(summary_line(stats, cfg.vocab), file=sys.stderr, flush=True)
     return stats
+
+
+def summary_line(stats: dict, vocab: str) -> str:
+    """One line on what was prepared, with the [UNK] rate under the vocab (a warning above 1%:
+    a vocabulary that cannot spell the corpus, e.g. classical Chinese under bert-base-chinese)."""
+    rate = stats.get("unk_rate") or 0.0
+    line = (f"[zhbert] prepared {stats['instances']:,} instances ({stats['train_instances']:,} train, "
+            f"{stats['validation_instances']:,} validation) from {stats['documents']:,} documents; [UNK] is "
+            f"{rate:.2%} of the tokens under {vocab}")
+    if rate > 0.01:
+        line += " -- high: consider a vocabulary built from this corpus (zhbert vocab build) or extended"
+    return line
+
+
+class _Progress:
+    """Plain progress lines when the tqdm bar is off (nohup, SLURM, a pipe): one per finished
+    shard, at most every ``every`` seconds."""
+
+    def __init__(self, bar, every: float = 10.0):
+        self.off = bar.disable
+        self.every, self.t0, self.last = every, time.perf_counter(), 0.0
+
+    def line(self, shards: int, chars: int, totals) -> None:
+        now = time.perf_counter()
+        if not self.off or now - self.last < self.every:
+            return
+        self.last = now
+        rate = chars / max(now - self.t0, 1e-9)
+        print(f"[zhbert] prepare: {shards} shards, {chars:,} chars, "
+              f"{totals['train_instances'] + totals['validation_instances']:,} instances, {rate:,.0f} chars/s",
+              file=sys.stderr, flush=True)  # stdout is the stats JSON of `zhbert prepare`
 
 
 def _no_documents(cfg: DataConfig, rs) -> str:
