@@ -229,7 +229,7 @@ def _gold(path: Path, spec) -> list:
     return out
 
 
-def test_eval_clue_end_to_end(tiny_model, tmp_path):
+def test_eval_clue_end_to_end(tiny_model, tmp_path, capsys):
     from zhbert.cli import main
 
     out = tmp_path / "out"
@@ -237,6 +237,9 @@ def test_eval_clue_end_to_end(tiny_model, tmp_path):
             "--data-dir", str(FIX), "--output", str(out), "--seeds", "1,2", "--epochs", "2",
             "--batch-size", "4", "--eval-every", "1", "--lr", "1e-3", "--device", "cpu", "--wandb-mode", "offline"]
     assert main(argv) == 0
+    # no terminal here: a plain line per dev evaluation instead of a progress bar
+    printed = capsys.readouterr().out
+    assert "[zhbert] clue tnews seed 1: step 1/" in printed and "| dev acc " in printed
     res = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert set(res["tasks"]) == {"tnews", "ocnli", "wsc"}
     assert "no train file" in res["skipped"]["afqmc"] and "afqmc_public/train.json" in res["skipped"]["afqmc"]

@@ -30,14 +30,19 @@ def _add_prepare(sub) -> None:
     p.add_argument("--config", help="YAML with a `data:` section (e.g. configs/pretrain/tiny.yaml)")
     p.add_argument("--input", nargs="+", help="corpus files or directories")
     p.add_argument("--output", help="output directory (data.dir)")
-    p.add_argument("--vocab", help="BERT vocab.txt")
-    p.add_argument("--format", choices=["auto", "bert", "plain", "jsonl", "wiki"])
+    p.add_argument("--vocab", help="BERT vocab.txt, a directory holding one, or a checkpoint name "
+                   "(bert-base-chinese)")
+    p.add_argument("--format", choices=["auto", "bert", "plain", "jsonl", "wiki"],
+                   help="corpus format (default: detected per file)")
     p.add_argument("--text-field", help="jsonl field holding the text (default: text)")
     p.add_argument("--t2s", action="store_true", default=None, help="convert traditional to simplified")
-    p.add_argument("--max-seq-length", type=int)
-    p.add_argument("--pair-mode", choices=["nsp", "sop", "none"])
-    p.add_argument("--workers", type=int)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--fullwidth", action="store_true", default=None,
+                   help="fold full-width ASCII forms (，！Ａ１) to ASCII (default: off, as bert-base-chinese)")
+    p.add_argument("--max-seq-length", type=int, help="tokens per instance, [CLS]/[SEP] included (default 128)")
+    p.add_argument("--pair-mode", choices=["nsp", "sop", "none"],
+                   help="nsp: Google's next-sentence pairs (default); sop: sentence order; none: packed segments")
+    p.add_argument("--workers", type=int, help="worker processes (default 1)")
+    p.add_argument("--seed", type=int, help="seed of the pairing, splitting and validation choice (default 12345)")
     p.add_argument("--overwrite", action="store_true", default=None,
                    help="replace an existing output directory (the old one stays until the new one is complete)")
     p.add_argument("overrides", nargs="*", help="data.key=value overrides")
@@ -51,7 +56,7 @@ def _run_prepare(args) -> int:
     overrides = list(args.overrides)
     flag_map = {
         "input": "input", "output": "dir", "vocab": "vocab", "format": "format",
-        "text_field": "text_field", "t2s": "t2s", "max_seq_length": "max_seq_length",
+        "text_field": "text_field", "t2s": "t2s", "fullwidth": "fullwidth", "max_seq_length": "max_seq_length",
         "pair_mode": "pair_mode", "workers": "workers", "seed": "seed", "overwrite": "overwrite",
     }
     for flag, key in flag_map.items():

@@ -134,11 +134,13 @@ def _deepspeed_engine(model, opt, sched, cfg: ClueTaskConfig, device):
 
 def finetune_seed(model_dir, num_labels: int, train: list[Example], dev: list[Example], test: list[Example],
                   tokenizer, cfg: ClueTaskConfig, seed: int, device: str = "cpu", use_deepspeed: bool = False,
-                  log: Optional[Callable[[dict, int], None]] = None, progress=None) -> dict:
+                  log: Optional[Callable[[dict, int], None]] = None, progress=None, label: str = "") -> dict:
     """Train on ``train``, select on ``dev``; returns dev/test predictions (class ids) and stats.
 
     ``log(metrics, step)`` receives train loss/lr and dev accuracy (wandb); ``progress`` is
-    a tqdm bar advanced once per optimizer step.
+    a tqdm bar advanced once per optimizer step. Without a terminal (no bar, or a disabled
+    one) a plain line (prefixed ``label``) reports every dev evaluation and every tenth of the
+    steps.
     """
     import torch
 
@@ -167,12 +169,21 @@ def finetune_seed(model_dir, num_labels: int, train: list[Example], dev: list[Ex
 
     best = {"accuracy": -1.0, "step": 0, "state": None}
     history: list[dict] = []
+    plain = progress is None or getattr(progress, "disable", False)
+    every = max(1, total // 10)
+
+    def line(step: int, loss: float, acc: Optional[float] = None) -> None:
+        if plain:
+            dev = f" | dev acc {acc:.4f}" if acc is not None else ""
+            print(f"[zhbert] clue {label}step {step}/{total} (epoch {step / steps_per_epoch:.2f}) | loss {loss:.4f}"
+                  f"{dev} | {time.time() - t0:.0f}s", flush=True)
 
     def evaluate(step: int, epoch: float, train_loss: float) -> None:
         acc = accuracy(predict(model, enc_dev, cfg.eval_batch_size, dev_t, pad), y_dev)
         history.append({"step": step, "epoch": round(epoch, 4), "train_loss": train_loss, "dev_accuracy": acc})
         if log:
             log({"dev/accuracy": acc, "epoch": epoch}, step)
+        line(step, train_loss, acc)
         if acc > best["accuracy"]:
             best.update(accuracy=acc, step=step, state={k: v.detach().to("cpu", copy=True)
                                                         for k, v in model.state_dict().items()})
@@ -204,6 +215,8 @@ def finetune_seed(model_dir, num_labels: int, train: list[Example], dev: list[Ex
             epoch_end = i + cfg.batch_size >= len(order) or step == total
             if epoch_end or (cfg.eval_every and step % cfg.eval_every == 0):
                 evaluate(step, step / steps_per_epoch, loss.item())
+            elif step % every == 0:
+                line(step, loss.item())
             if step == total:
                 break
 

@@ -197,7 +197,8 @@ def _finetune(model_dir, spec, data, tokenizer, cfg, seed, device, use_deepspeed
     log = (lambda metrics, step: run.log(metrics, step=step)) if run is not None else None
     test = data.test.examples if data.test else []
     return finetune_seed(model_dir, spec.num_labels, data.train.examples, data.dev.examples, test, tokenizer,
-                         cfg, seed, device=device, use_deepspeed=use_deepspeed, log=log, progress=bar)
+                         cfg, seed, device=device, use_deepspeed=use_deepspeed, log=log, progress=bar,
+                         label=f"{spec.name} seed {seed}: ")
 
 
 def _summary_run(wb: _Wandb, results: dict) -> None:
