@@ -129,3 +129,19 @@ def _load_any(path: Path):
 def test_every_config_file_loads(path):
     assert _load_any(path) is not None
 
+
+
+def test_readme_shows_the_config_error_as_printed():
+    """The README's sample error is the real one (up to its '...')."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    shown = re.search(r"^\$ python scripts/pretrain.py (\S+)\n(pretrain: error: .*?)\.\.\.$",
+                      (repo / "README.md").read_text(encoding="utf-8"), re.M)
+    assert shown, "README lost its sample config error"
+    r = subprocess.run([sys.executable, str(repo / "scripts" / "pretrain.py"), shown.group(1)], cwd=repo,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().startswith(shown.group(2)), r.stderr
