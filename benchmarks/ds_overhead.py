@@ -35,7 +35,7 @@ class DsResult:
 
 
 def bench_deepspeed_vs_torch(shape: str, steps: int, zero_stage: int = 0, warmup: int = 2, seed: int = 0) -> DsResult:
-    from zhbert.trainer import setup_env
+    from zhbert.train.trainer import setup_env
 
     setup_env()
     import deepspeed
@@ -43,7 +43,7 @@ def bench_deepspeed_vs_torch(shape: str, steps: int, zero_stage: int = 0, warmup
     import torch
 
     from pretrain_throughput import SHAPES, VOCAB, make_batch
-    from zhbert.modeling import BertConfig, BertForPreTraining
+    from zhbert.model.modeling import BertConfig, BertForPreTraining
 
     layers, hidden, heads, inter, batch_size = SHAPES[shape]
     cfg = BertConfig(vocab_size=VOCAB, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,

@@ -8,7 +8,7 @@ Both sides are timed end to end, each in a fresh process, start-up and dictionar
 included, in wall time and in CPU time (all processes; the fair per-worker figure on a
 machine shared with other jobs):
 raw jieba = `jieba.lcut` on every sentence (a `multiprocessing` Pool of N processes for N
-workers); prepare = `zhbert.prepare.prepare` (read, tokenize, segment + align, pairs, Arrow,
+workers); prepare = `zhbert.prep.prepare.prepare` (read, tokenize, segment + align, pairs, Arrow,
 finalise). The corpus is read once up front (same normalisation as prepare) so both see the
 same sentences; reading is part of prepare's time, not of jieba's. prepare gets shards of
 equal size in characters (8 per worker), the two sides alternate for `--rounds` rounds and
@@ -74,7 +74,7 @@ def raw_jieba(texts: list[str], workers: int) -> tuple[float, float]:
 
 def run_prepare(corpus: Path, vocab: str, workers: int, shard_chars: int, out: Path) -> tuple[float, float, dict]:
     from zhbert.config import DataConfig
-    from zhbert.prepare import prepare
+    from zhbert.prep.prepare import prepare
 
     cfg = DataConfig(input=[str(corpus)], dir=str(out), vocab=vocab, workers=workers,
                      shard_documents=10**9, shard_chars=shard_chars, overwrite=True)
@@ -104,7 +104,7 @@ def _measure_child(args) -> int:
 
 _STARTUP = {
     "jieba": "import jieba, logging; jieba.setLogLevel(logging.WARNING); jieba.initialize()",
-    "prepare worker": ("from zhbert.prepare import _components; t, s = _components({'vocab': %r, 'jieba_hmm': True, "
+    "prepare worker": ("from zhbert.prep.prepare import _components; t, s = _components({'vocab': %r, 'jieba_hmm': True, "
                        "'jieba_user_dict': None, 'entity_mode': 'dict'}); t._fast_arrays()"),
 }
 
@@ -115,10 +115,10 @@ def breakdown(docs: list[list[str]], vocab: str, rounds: int = 2) -> None:
 
     import jieba
 
-    from zhbert.instances import create_instances
-    from zhbert.prepare import _SEGMENT_BATCH, _gc_paused, _write_arrow
-    from zhbert.segment import Segmenter, segment_sentences, segment_sentences_reference
-    from zhbert.tokenizer import ChineseTokenizer
+    from zhbert.prep.instances import create_instances
+    from zhbert.prep.prepare import _SEGMENT_BATCH, _gc_paused, _write_arrow
+    from zhbert.prep.segment import Segmenter, segment_sentences, segment_sentences_reference
+    from zhbert.prep.tokenizer import ChineseTokenizer
 
     texts = [s for d in docs for s in d]
     for name, code in _STARTUP.items():
@@ -189,7 +189,7 @@ def main(argv=None) -> int:
     if args.measure:
         return _measure_child(args)
 
-    from zhbert.corpus import iter_documents
+    from zhbert.prep.corpus import iter_documents
 
     docs = []
     for d in iter_documents(args.input):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from zhbert.modeling import BertConfig, BertForPreTraining
+from zhbert.model.modeling import BertConfig, BertForPreTraining
 
 SHAPES = {
     # name: (layers, hidden, heads, intermediate, batch size)

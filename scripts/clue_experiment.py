@@ -132,7 +132,7 @@ def main() -> int:
     pretrained = resolve_model_dir(str(pre))
     import torch
 
-    from zhbert.modeling import BertConfig, BertForPreTraining
+    from zhbert.model.modeling import BertConfig, BertForPreTraining
 
     rand = out / "random_init"
     torch.manual_seed(42)

@@ -6,7 +6,7 @@
     deepspeed --hostfile hostfile scripts/pretrain.py --config configs/pretrain/base_phase1.yaml
 
 Trailing ``section.key=value`` arguments override the YAML. All the work is in
-``zhbert.trainer.train``; see docs/pretraining.md.
+``zhbert.train.trainer.train``; see docs/pretraining.md.
 """
 
 from __future__ import annotations
@@ -39,16 +39,16 @@ def main(argv=None) -> int:
 
     try:
         from zhbert.config import load_config
-        from zhbert.trainer import setup_env
+        from zhbert.train.trainer import setup_env
 
         cfg = load_config(args.config, args.overrides)
         setup_env()  # env defaults before DeepSpeed is imported
-        from zhbert.trainer import multinode_env_warning
+        from zhbert.train.trainer import multinode_env_warning
 
         warning = multinode_env_warning()
         if warning and os.environ.get("RANK", "0") == "0":
             print(f"pretrain: warning: {warning}", file=sys.stderr, flush=True)
-        from zhbert.trainer import train
+        from zhbert.train.trainer import train
 
         summary = train(cfg)
     except ZhbertError as e:

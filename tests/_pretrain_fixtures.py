@@ -80,7 +80,7 @@ def _worker(rank: int, world: int, port: int, jobs: list[list[str]]) -> None:
 
     deepspeed.init_distributed(dist_backend="gloo")
     from zhbert.config import load_config
-    from zhbert.trainer import train
+    from zhbert.train.trainer import train
 
     for job in jobs:
         train(load_config(None, job))

@@ -80,7 +80,7 @@ def test_sigkill_and_resume_logs_the_same_losses(data, finished_run, tmp_path):
 
 
 def test_checkpoint_layout_and_meta(finished_run):
-    from zhbert import checkpoint as ck
+    from zhbert.train import checkpoint as ck
 
     step = finished_run / "checkpoints" / "step_24"
     assert ck.check_complete(step) is None
@@ -94,14 +94,14 @@ def test_checkpoint_layout_and_meta(finished_run):
     for name in ("config.json", "model.safetensors", "vocab.txt", "tokenizer.json", "tokenizer_config.json"):
         assert (step / "hf" / name).is_file()
     # the corpus normalisation of the training data travels with the export (for fine-tuning)
-    from zhbert.tokenizer import ChineseTokenizer
+    from zhbert.prep.tokenizer import ChineseTokenizer
 
     assert ChineseTokenizer.from_dir(step / "hf").normalization == {"fullwidth": True, "t2s": False}
     assert (step / "ds" / meta["ds_tag"]).is_dir() and (step / "rng" / "rank_0.pt").is_file()
 
 
 def test_corrupt_newest_checkpoint_falls_back_with_warning(finished_run, tmp_path):
-    from zhbert import checkpoint as ck
+    from zhbert.train import checkpoint as ck
 
     root = tmp_path / "checkpoints"
     shutil.copytree(finished_run / "checkpoints", root)
@@ -130,9 +130,9 @@ def test_export_loads_in_transformers_with_same_logits(finished_run, tmp_path):
     import torch
     import transformers
 
-    from zhbert import checkpoint as ck
+    from zhbert.train import checkpoint as ck
     from zhbert.cli import main
-    from zhbert.modeling import BertForPreTraining
+    from zhbert.model.modeling import BertForPreTraining
 
     out = tmp_path / "export"
     assert main(["export", str(finished_run / "checkpoints" / "step_24"), str(out)]) == 0
@@ -173,15 +173,15 @@ def test_zero3_export_and_universal_checkpoint_world_size_change(data, tmp_path)
     ZeRO-2 saved at step 3 -> universal checkpoint -> resumed on 1 rank."""
     import torch
 
-    from zhbert import checkpoint as ck
+    from zhbert.train import checkpoint as ck
     from zhbert.cli import main
-    from zhbert.collator import PretrainingCollator
+    from zhbert.train.collator import PretrainingCollator
     from zhbert.config import MaskingConfig
-    from zhbert.data import ShardedBatches
-    from zhbert.masking import VocabInfo
-    from zhbert.modeling import BertForPreTraining
-    from zhbert.prepare import load_prepared
-    from zhbert.tokenizer import ChineseTokenizer
+    from zhbert.train.order import ShardedBatches
+    from zhbert.train.masking import VocabInfo
+    from zhbert.model.modeling import BertForPreTraining
+    from zhbert.prep.prepare import load_prepared
+    from zhbert.prep.tokenizer import ChineseTokenizer
 
     z3 = tmp_path / "zero3"
     zs = {stage: tmp_path / f"zero{stage}" for stage in (1, 2)}
@@ -240,13 +240,13 @@ def test_zero3_export_and_universal_checkpoint_world_size_change(data, tmp_path)
 def test_init_from_hf_checkpoint_continues_from_its_weights(data, finished_run, tmp_path):
     import torch
 
-    from zhbert.collator import PretrainingCollator
+    from zhbert.train.collator import PretrainingCollator
     from zhbert.config import MaskingConfig
-    from zhbert.data import ShardedBatches
-    from zhbert.masking import VocabInfo
-    from zhbert.modeling import BertForPreTraining
-    from zhbert.prepare import load_prepared
-    from zhbert.tokenizer import ChineseTokenizer
+    from zhbert.train.order import ShardedBatches
+    from zhbert.train.masking import VocabInfo
+    from zhbert.model.modeling import BertForPreTraining
+    from zhbert.prep.prepare import load_prepared
+    from zhbert.prep.tokenizer import ChineseTokenizer
 
     hf = finished_run / "checkpoints" / "step_24" / "hf"
     out = tmp_path / "phase2"
@@ -284,7 +284,7 @@ def test_plot_writes_pngs(finished_run, tmp_path):
 
 
 def test_truncate_metrics_drops_later_and_cut_lines(tmp_path):
-    from zhbert.trainer import truncate_metrics
+    from zhbert.train.trainer import truncate_metrics
 
     p = tmp_path / "metrics.jsonl"
     p.write_text('{"step": 1, "loss": 3}\n{"step": 2, "loss": 2}\n{"step": 3, "loss": 1}\n{"step": 4, "lo')

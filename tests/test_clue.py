@@ -163,8 +163,8 @@ def _tiny_model(out: Path, extra_vocab: int = 0) -> Path:
     """Random-init tiny BERT (zhbert pretraining export layout) + a vocab of the fixture chars."""
     import torch
 
-    from zhbert.modeling import BertConfig, BertForPreTraining
-    from zhbert.tokenizer import special_layout
+    from zhbert.model.modeling import BertConfig, BertForPreTraining
+    from zhbert.prep.tokenizer import special_layout
 
     chars = set()
     for f in FIX.rglob("*.json"):
@@ -357,7 +357,7 @@ def test_finetuning_text_gets_the_pretraining_normalisation(tmp_path):
     normalisation; a checkpoint that recorded none (released HF models) sees raw text."""
     from zhbert.clue.data import Example
     from zhbert.clue.finetune import encode
-    from zhbert.tokenizer import ChineseTokenizer, special_layout
+    from zhbert.prep.tokenizer import ChineseTokenizer, special_layout
 
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("".join(t + "\n" for t in special_layout() + ["你", "好", "，", ",", "a"]), encoding="utf-8")

@@ -111,7 +111,7 @@ def _load_any(path: Path):
     if top == "prepare":
         return load_config(path, cls=PrepareFileConfig)
     if top == "model":
-        from zhbert.modeling import BertConfig
+        from zhbert.model.modeling import BertConfig
 
         return BertConfig.from_dict(yaml.safe_load(path.read_text(encoding="utf-8")))
     if top == "clue":
@@ -119,7 +119,7 @@ def _load_any(path: Path):
 
         return load_task_config(path)
     if rel.name == "checkpoints.yaml":
-        from zhbert.hub import load_registry
+        from zhbert.hub.registry import load_registry
 
         return load_registry([path])
     raise AssertionError(f"no loader for {rel}: add one to tests/test_config.py")

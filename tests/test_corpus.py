@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from zhbert.corpus import (
+from zhbert.prep.corpus import (
     Document,
     ReadStats,
     detect_format,
@@ -242,7 +242,7 @@ def test_compressed_files(tmp_path, monkeypatch):
     docs, _ = read_documents([gz, bz])
     assert [d.sentences for d in docs] == [["第一句话。", "第二句话。"], ["另一篇文章的第一句。", "第二句。", "第三句。"], ["压缩的。"]]
     # lines spanning read chunks (and a CRLF split across chunks) are reassembled
-    import zhbert.corpus as corpus
+    import zhbert.prep.corpus as corpus
 
     monkeypatch.setattr(corpus, "_CHUNK", 3)
     crlf = write(tmp_path / "c.txt", "一二三四五。\r\n\r\n六七。\r\n")
@@ -355,7 +355,7 @@ def test_zst_without_zstandard_is_one_line_error(tmp_path):
 
     zst = write(tmp_path / "d.txt.zst", bytes.fromhex("28b52ffd") + b"\x00" * 16)
     code = ("import sys; sys.modules['zstandard'] = None\n"  # as if the package were not installed
-            "from zhbert.corpus import read_documents\n"
+            "from zhbert.prep.corpus import read_documents\n"
             f"read_documents({str(zst)!r})")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0

@@ -1,4 +1,4 @@
-"""zhbert.cpu_ops: the fast CPU dropout mask and the training-mode attention."""
+"""zhbert.model.cpu_ops: the fast CPU dropout mask and the training-mode attention."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zhbert.cpu_ops import attention, dropout, keep_mask
+from zhbert.model.cpu_ops import attention, dropout, keep_mask
 
 DROP_10 = 6554  # round(0.1 * 65536)
 

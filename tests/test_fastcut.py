@@ -1,4 +1,4 @@
-"""zhbert.fastcut against jieba itself (the reference): same words, same ties, same HMM states."""
+"""zhbert.prep.fastcut against jieba itself (the reference): same words, same ties, same HMM states."""
 
 import random
 from pathlib import Path
@@ -7,8 +7,8 @@ import jieba
 import pytest
 from jieba import finalseg
 
-from zhbert import fastcut
-from zhbert.fastcut import FastCut, Viterbi
+from zhbert.prep import fastcut
+from zhbert.prep.fastcut import FastCut, Viterbi
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,7 @@ def dt():
 def assert_same_cuts(dt, fast, blocks):
     ref_hmm, ref_plain = dt._Tokenizer__cut_DAG, dt._Tokenizer__cut_DAG_NO_HMM
     blocks = list(blocks)
-    # The batched path (all HMM runs decoded together), as zhbert.segment uses it.
+    # The batched path (all HMM runs decoded together), as zhbert.prep.segment uses it.
     for b, got in zip(blocks, fast.cut_hmm_many(blocks)):
         assert got == list(ref_hmm(b)), b
     for b in blocks:

@@ -36,8 +36,8 @@ TABLES = ("punct", "jieba_prefix", "jieba_codes")
 # it splits if a crafted punctuation table made "a" a stand-alone character.
 PROBE = r"""
 import json, sys
-from zhbert.segment import Segmenter
-from zhbert.tokenizer import ChineseTokenizer
+from zhbert.prep.segment import Segmenter
+from zhbert.prep.tokenizer import ChineseTokenizer
 
 tok = ChineseTokenizer.from_vocab(sys.argv[1])
 seg = Segmenter()
@@ -48,7 +48,7 @@ print(json.dumps({"ids": [tok.encode(t) for t in texts], "cut": [seg.cut_codes(t
 
 
 def _vocab(path: Path) -> Path:
-    from zhbert.tokenizer import special_layout
+    from zhbert.prep.tokenizer import special_layout
 
     chars = sorted(set("我爱北京天安门小明在清华大学读书用拍了的照片今天气晴朗们去颐和园划船，。！0123456789"
                        "abcdefghijklmnopqrstuvwxyz"))
@@ -115,7 +115,7 @@ def test_tables_go_to_a_private_per_user_dir_and_never_to_tmp(tmp_path, referenc
     # ~/.cache/zhbert without XDG_CACHE_HOME; the hub's default follows the same rule
     assert _probe(tmp_path, {})[0] == reference
     assert stat.S_IMODE((tmp_path / "home" / ".cache" / "zhbert" / "tables").stat().st_mode) == 0o700
-    from zhbert.hub import default_cache_dir
+    from zhbert.hub.registry import default_cache_dir
 
     monkeypatch.delenv("ZHBERT_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
@@ -132,7 +132,7 @@ def test_tables_planted_in_the_temp_dir_are_not_read(tmp_path, reference):
 
     import jieba
 
-    from zhbert.segment import _TAG_CODE
+    from zhbert.prep.segment import _TAG_CODE
 
     tmpdir = tmp_path / "planted"
     tmpdir.mkdir()
@@ -319,7 +319,7 @@ def test_clue_files_with_a_bom_are_read(tiny_model, tmp_path):
 # ============================================================================= messages
 def test_vocab_with_bom_loads(tmp_path):
     from zhbert.errors import DataError
-    from zhbert.tokenizer import ChineseTokenizer
+    from zhbert.prep.tokenizer import ChineseTokenizer
 
     plain = _vocab(tmp_path / "vocab.txt")
     bom = tmp_path / "bom.txt"
@@ -336,7 +336,7 @@ def test_vocab_with_bom_loads(tmp_path):
 
 def test_offline_url_message_names_the_url_not_the_cache_key(tmp_path, monkeypatch, capsys):
     from zhbert.cli import main
-    from zhbert.hub import _url_key
+    from zhbert.hub.registry import _url_key
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("ZHBERT_REGISTRY", raising=False)

@@ -1,7 +1,7 @@
 """Issue #10 ("never silently wrong, never lose work") for ``zhbert prepare``.
 
 Real processes, files and signals throughout: runs go through ``python -m zhbert.cli`` (or
-``zhbert.prepare.prepare`` where only the on-disk result matters), kills are SIGKILL / SIGSTOP
+``zhbert.prep.prepare.prepare`` where only the on-disk result matters), kills are SIGKILL / SIGSTOP
 sent to those processes, a full disk and a read-only folder are real tmpfs mounts (skipped
 when this user cannot mount), Arrow files are read back with ``datasets``.
 
@@ -38,7 +38,7 @@ import pytest
 
 from zhbert.config import DataConfig
 from zhbert.errors import DataError
-from zhbert.prepare import prepare
+from zhbert.prep.prepare import prepare
 
 REPO = Path(__file__).resolve().parents[1]
 VOCAB = REPO / "configs" / "vocab" / "sample_vocab.txt"
@@ -353,7 +353,7 @@ print(json.dumps({"rc": r.returncode, "err": r.stderr[-2000:],
 
 
 def test_long_line_is_cut_into_pieces_in_bounded_memory(tmp_path):
-    from zhbert.tokenizer import ChineseTokenizer
+    from zhbert.prep.tokenizer import ChineseTokenizer
 
     # The sample corpus' Chinese characters without any punctuation, as one 600 KB line.
     han = "".join(c for c in SAMPLE_BERT.read_text(encoding="utf-8") if "\u4e00" <= c <= "\u9fff")

@@ -197,7 +197,7 @@ def test_crafted_rng_file_is_refused_and_resume_falls_back(data, trained, tmp_pa
     _pt_payload(rng, marker, rng)
     # whoever can write the file can write meta.json too: record the payload's sha256 there, so
     # that the unpickler, not the checksum, has to stop it
-    from zhbert.checkpoint import sha256_file
+    from zhbert.train.checkpoint import sha256_file
 
     meta_file = out / "checkpoints" / "step_4" / "meta.json"
     meta = json.loads(meta_file.read_text())
@@ -246,7 +246,7 @@ def test_missing_rng_file_warns_that_the_resume_is_not_exact(data, trained, tmp_
 
 
 def test_truncated_safetensors_is_incomplete_and_not_exported(trained, tmp_path):
-    from zhbert.checkpoint import check_complete
+    from zhbert.train.checkpoint import check_complete
 
     out = copy_run(trained, tmp_path / "run")
     st = out / "checkpoints" / "step_4" / "hf" / "model.safetensors"
@@ -283,7 +283,7 @@ def test_disk_full_during_a_checkpoint_save(data, tmp_path):
         msg = error_line(r)
         assert "no space left on device" in msg and "step_2.tmp" in msg
         assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_1"]
-        from zhbert.checkpoint import check_complete
+        from zhbert.train.checkpoint import check_complete
 
         assert check_complete(out / "checkpoints" / "step_1", verify=True) is None
 

@@ -1,11 +1,11 @@
-"""Sentence-pair instances (zhbert/instances.py) on hand-built documents with a seeded rng."""
+"""Sentence-pair instances (zhbert/prep/instances.py) on hand-built documents with a seeded rng."""
 
 import random
 from dataclasses import dataclass
 
 import pytest
 
-from zhbert.instances import create_instances, create_instances_from_document, truncate_seq_pair, _Segment
+from zhbert.prep.instances import create_instances, create_instances_from_document, truncate_seq_pair, _Segment
 
 CLS, SEP = 101, 102
 

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from _pretrain_fixtures import REPO, SAMPLE, cpu_env
-from zhbert.collator import PretrainingCollator, batch_rng
+from zhbert.train.collator import PretrainingCollator, batch_rng
 from zhbert.config import MaskingConfig, load_config
 from zhbert.errors import ConfigError, DataError
-from zhbert.masking import (VocabInfo, auto_max_predictions, choose_units, mask_batch, mask_sequence,
+from zhbert.train.masking import (VocabInfo, auto_max_predictions, choose_units, mask_batch, mask_sequence,
                             num_to_predict)
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4  # 5..9 are [unused*]
@@ -411,8 +411,8 @@ def prepared(tmp_path_factory):
     """``prepared(max_seq_length)`` -> (train rows, VocabInfo) of corpora/sample, prepared once per
     length. For 512 the sample's short documents are joined ten at a time (one sentence per
     line, bert format), so that instances reach 512 tokens as Wikipedia articles do."""
-    from zhbert.prepare import load_prepared
-    from zhbert.tokenizer import ChineseTokenizer
+    from zhbert.prep.prepare import load_prepared
+    from zhbert.prep.tokenizer import ChineseTokenizer
 
     root = tmp_path_factory.mktemp("masking_data")
     cache = {}

@@ -1,4 +1,4 @@
-"""zhbert.modeling / zhbert.weights against transformers as the reference implementation.
+"""zhbert.model.modeling / zhbert.model.weights against transformers as the reference implementation.
 
 All models are randomly initialised (no downloads); shapes are small so the file runs in
 seconds. transformers' BertForPreTraining is the oracle for names, shapes, logits and losses.
@@ -18,8 +18,8 @@ from safetensors.torch import save_file
 import transformers
 from zhbert import BertConfig, BertForPreTraining, BertForSequenceClassification, BertModel
 from zhbert.errors import CheckpointError, ConfigError
-from zhbert.padding import pad, unpad, unpad_mask
-from zhbert.weights import load_state_dict, normalize_state_dict
+from zhbert.model.padding import pad, unpad, unpad_mask
+from zhbert.model.weights import load_state_dict, normalize_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(vocab_size=200, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -379,7 +379,7 @@ def test_pre_layernorm_export_is_refused_by_transformers_and_reloads_in_zhbert(t
         ref = model(**bt)
     new = tmp_path / "new"
     model.save_pretrained(new)
-    # config.json as zhbert.checkpoint.save_hf writes it for every pretraining export
+    # config.json as zhbert.train.checkpoint.save_hf writes it for every pretraining export
     model.config.save_pretrained(new, architectures=["BertForPreTraining"])
     cfg = json.loads((new / "config.json").read_text())
     assert cfg["model_type"] == "zhbert-preln-bert" and cfg["pre_layernorm"] is True
@@ -438,7 +438,7 @@ def test_post_layernorm_export_keeps_transformers_names(tmp_path):
 @pytest.mark.parametrize("pre_ln", [False, True])
 def test_model_card_library_matches_what_loads_it(tmp_path, pre_ln):
     """zhbert release's README.md: `library_name: transformers` only where transformers loads it."""
-    from zhbert.release import _Source, model_card
+    from zhbert.hub.release import _Source, model_card
 
     model = BertForPreTraining(BertConfig(**SMALL, pre_layernorm=pre_ln))
     model.save_pretrained(tmp_path)
@@ -490,7 +490,7 @@ def test_sequence_classification_regression_loss():
 
 
 def test_sequence_classification_from_pretraining_checkpoint(tmp_path, hf_dir, caplog):
-    with caplog.at_level(logging.WARNING, logger="zhbert.weights"):
+    with caplog.at_level(logging.WARNING, logger="zhbert.model.weights"):
         model = BertForSequenceClassification.from_pretrained(hf_dir, num_labels=5)
     assert model.num_labels == 5
     assert model.load_report.initialized == ["classifier.bias", "classifier.weight"]

@@ -11,12 +11,12 @@ from pathlib import Path
 import datasets
 import pytest
 
-import zhbert.prepare as prep
+import zhbert.prep.prepare as prep
 from zhbert.config import DataConfig
-from zhbert.corpus import ReadStats
+from zhbert.prep.corpus import ReadStats
 from zhbert.errors import DataError
-from zhbert.prepare import load_prepared, prepare, read_prepare_meta
-from zhbert.tokenizer import ChineseTokenizer, special_layout
+from zhbert.prep.prepare import load_prepared, prepare, read_prepare_meta
+from zhbert.prep.tokenizer import ChineseTokenizer, special_layout
 
 SHARED_VOCAB = Path(__file__).resolve().parents[2] / "shared" / "data" / "bert_base_chinese" / "vocab.txt"
 
@@ -303,7 +303,7 @@ def test_no_validation_split_when_fraction_zero(tmp_path, vocab, corpus):
 def test_tokenizer_files_record_the_corpus_normalisation(tmp_path, vocab, corpus):
     """Fine-tuning must see text as pretraining did: the prepared dir's tokenizer records
     the normalisation, and ChineseTokenizer.normalize applies it (，→, under fullwidth)."""
-    from zhbert.tokenizer import ChineseTokenizer
+    from zhbert.prep.tokenizer import ChineseTokenizer
 
     out = tmp_path / "out"
     prepare(config(tmp_path, vocab, dir=str(out), fullwidth=True))
@@ -396,7 +396,7 @@ def test_sentence_over_the_budget_is_cut_into_pieces(tmp_path, vocab):
 
 
 def test_split_long_cuts_at_word_boundaries_and_renumbers():
-    from zhbert.segment import AlignedSentence
+    from zhbert.prep.segment import AlignedSentence
 
     # words: 0 0 0 | 1 1 | 2 | 3 3 3 3 ; entity spans on words 1 and 3
     sent = AlignedSentence(list(range(10)), [0, 0, 0, 1, 1, 2, 3, 3, 3, 3], [-1, -1, -1, 0, 0, -1, 1, 1, 1, 1])
@@ -411,7 +411,7 @@ def test_split_long_cuts_at_word_boundaries_and_renumbers():
 def test_validation_split_has_a_useful_minimum():
     """Hand-worked: instances ~ bytes / 3 / (0.9 x max_seq_length); validation gets
     max(fraction, min(64 / instances, 25%))."""
-    from zhbert.prepare import validation_fraction
+    from zhbert.prep.prepare import validation_fraction
 
     cfg = DataConfig(max_seq_length=128, validation_fraction=0.02)
     assert validation_fraction(cfg, [{"path": "a.txt", "size": 3_000_000}]) == 0.02  # 8,681 instances: 0.7% < 2%

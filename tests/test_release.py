@@ -26,8 +26,8 @@ CHARS = ("的一是了我不人在他有这个上们来到时大地为子中你�
 
 def make_checkpoint(root: Path, step: int = 20, seed: int = 0, heads: bool = True) -> Path:
     """RUN/checkpoints/step_<step>/ of a random tiny BertForPreTraining; returns the step dir."""
-    from zhbert.modeling import BertConfig, BertForPreTraining
-    from zhbert.tokenizer import ChineseTokenizer, special_layout
+    from zhbert.model.modeling import BertConfig, BertForPreTraining
+    from zhbert.prep.tokenizer import ChineseTokenizer, special_layout
 
     tokens = special_layout() + list(dict.fromkeys(CHARS))
     tok = ChineseTokenizer(tokens)
@@ -65,7 +65,7 @@ def make_checkpoint(root: Path, step: int = 20, seed: int = 0, heads: bool = Tru
 
 @pytest.fixture(scope="module")
 def released(tmp_path_factory):
-    from zhbert.release import build_release
+    from zhbert.hub.release import build_release
 
     root = tmp_path_factory.mktemp("release")
     step_dir = make_checkpoint(root)
@@ -93,7 +93,7 @@ def test_bundle_files_and_manifest(released):
 def test_bundle_has_both_heads_and_loads_in_transformers(released):
     from safetensors.torch import load_file
 
-    from zhbert.modeling import BertForPreTraining
+    from zhbert.model.modeling import BertForPreTraining
 
     step_dir, rel = released
     sd = load_file(str(rel.directory / "model.safetensors"))
@@ -133,8 +133,8 @@ def test_model_card_contents(released):
 
 
 def test_tarball_is_deterministic_and_registry_entry_matches(released, tmp_path):
-    from zhbert.hub import load_registry, sha256_file
-    from zhbert.release import build_release
+    from zhbert.hub.registry import load_registry, sha256_file
+    from zhbert.hub.release import build_release
 
     step_dir, rel = released
     assert rel.tarball == rel.directory.parent / "zhbert-tiny.tar.gz"
@@ -155,8 +155,8 @@ def test_tarball_is_deterministic_and_registry_entry_matches(released, tmp_path)
 
 
 def test_release_without_tar_gives_files_entry(tmp_path):
-    from zhbert.hub import load_registry
-    from zhbert.release import build_release
+    from zhbert.hub.registry import load_registry
+    from zhbert.hub.release import build_release
 
     rel = build_release(make_checkpoint(tmp_path), tmp_path / "out" / "plain", name="zh-plain")
     assert rel.tarball is None
@@ -167,7 +167,7 @@ def test_release_without_tar_gives_files_entry(tmp_path):
 
 
 def test_clue_results_in_card(tmp_path):
-    from zhbert.release import build_release
+    from zhbert.hub.release import build_release
 
     results = {"model": "zhbert-tiny", "seeds": [1, 2],
                "tasks": {"afqmc": {"max": 0.7, "mean": 0.69, "train_size": 10, "dev_size": 5,
@@ -188,7 +188,7 @@ def test_clue_results_in_card(tmp_path):
 
 
 def test_release_errors(tmp_path):
-    from zhbert.release import build_release
+    from zhbert.hub.release import build_release
 
     step_dir = make_checkpoint(tmp_path / "x")
     (tmp_path / "full").mkdir()

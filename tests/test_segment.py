@@ -3,8 +3,8 @@
 import pytest
 
 from zhbert.errors import ConfigError, DataError
-from zhbert.segment import AlignedSentence, Segmenter, _align_merging, align, segment_sentences, word_spans
-from zhbert.tokenizer import ChineseTokenizer
+from zhbert.prep.segment import AlignedSentence, Segmenter, _align_merging, align, segment_sentences, word_spans
+from zhbert.prep.tokenizer import ChineseTokenizer
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +177,7 @@ def test_joined_batch_equals_per_sentence_reference(tok, shared_corpus_sample):
     whole real sentences and on texts with newlines, carriage returns and odd characters."""
     import jieba
 
-    from zhbert.segment import _segment_joined, segment_sentences_reference
+    from zhbert.prep.segment import _segment_joined, segment_sentences_reference
 
     texts = shared_corpus_sample(300)
     texts += ["naïve Café", "C++和C#", "a\nb 北京\n\n上海", "行尾\r", "\r\n中国", "  ", "", "x##y ##13",

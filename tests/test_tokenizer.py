@@ -10,7 +10,7 @@ import pytest
 from tokenizers import normalizers
 
 from zhbert.errors import DataError
-from zhbert.tokenizer import ChineseTokenizer, build_vocab, special_layout
+from zhbert.prep.tokenizer import ChineseTokenizer, build_vocab, special_layout
 
 transformers = pytest.importorskip("transformers")
 

@@ -27,13 +27,13 @@ def data(tmp_path_factory) -> Path:
 def reference_losses(data: Path, run: Path, *, world: int, gas: int, micro: int, seed: int = 42) -> list[float]:
     import torch
 
-    from zhbert.collator import PretrainingCollator
+    from zhbert.train.collator import PretrainingCollator
     from zhbert.config import MaskingConfig
-    from zhbert.data import ShardedBatches
-    from zhbert.masking import VocabInfo
-    from zhbert.modeling import BertConfig, BertForPreTraining
-    from zhbert.prepare import load_prepared
-    from zhbert.tokenizer import ChineseTokenizer
+    from zhbert.train.order import ShardedBatches
+    from zhbert.train.masking import VocabInfo
+    from zhbert.model.modeling import BertConfig, BertForPreTraining
+    from zhbert.prep.prepare import load_prepared
+    from zhbert.prep.tokenizer import ChineseTokenizer
 
     recs = metrics(run)
     lrs = [r["lr"] for r in recs]
@@ -103,7 +103,7 @@ def _cfg(*ov: str):
 
 
 def test_ds_config_mapping():
-    from zhbert.ds_config import build_ds_config
+    from zhbert.train.ds_config import build_ds_config
     from zhbert.errors import ConfigError
 
     ds = build_ds_config(_cfg("train.micro_batch_size=8", "train.gradient_accumulation_steps=4",
@@ -141,7 +141,7 @@ def test_ds_config_mapping():
 
 def test_every_pretrain_config_loads():
     from zhbert.config import load_config
-    from zhbert.ds_config import build_ds_config
+    from zhbert.train.ds_config import build_ds_config
 
     files = sorted((REPO / "configs" / "pretrain").glob("*.yaml"))
     assert {f.stem for f in files} >= {"tiny", "small", "base_phase1", "base_phase2", "large"}
@@ -156,12 +156,12 @@ def test_every_pretrain_config_loads():
 
 
 def test_data_order_is_disjoint_across_ranks(data):
-    from zhbert.collator import PretrainingCollator
+    from zhbert.train.collator import PretrainingCollator
     from zhbert.config import MaskingConfig
-    from zhbert.data import ShardedBatches
-    from zhbert.masking import VocabInfo
-    from zhbert.prepare import load_prepared
-    from zhbert.tokenizer import ChineseTokenizer
+    from zhbert.train.order import ShardedBatches
+    from zhbert.train.masking import VocabInfo
+    from zhbert.prep.prepare import load_prepared
+    from zhbert.prep.tokenizer import ChineseTokenizer
 
     ds = load_prepared(data)["train"]
     col = PretrainingCollator(VocabInfo.from_tokenizer(ChineseTokenizer.from_dir(data)), MaskingConfig(), 64)
@@ -245,8 +245,8 @@ def test_bad_config_key_exits_2_without_traceback(tmp_path):
 
 
 def test_incompatible_vocab_exits_2_naming_both(data, tmp_path):
-    from zhbert.modeling import BertConfig, BertForPreTraining
-    from zhbert.tokenizer import ChineseTokenizer
+    from zhbert.model.modeling import BertConfig, BertForPreTraining
+    from zhbert.prep.tokenizer import ChineseTokenizer
 
     tok = ChineseTokenizer.from_dir(data)
     r = run_script(overrides(data, tmp_path / "a", "model.vocab_size=21128"), timeout=180)
@@ -268,8 +268,8 @@ def test_incompatible_vocab_exits_2_naming_both(data, tmp_path):
 
 
 def test_mfu_flops_count_the_non_embedding_parameters():
-    from zhbert.modeling import BertConfig, BertForPreTraining
-    from zhbert.trainer import model_flops_per_token
+    from zhbert.model.modeling import BertConfig, BertForPreTraining
+    from zhbert.train.trainer import model_flops_per_token
 
     config = BertConfig(vocab_size=500, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
                         intermediate_size=96)

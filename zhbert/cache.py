@@ -6,9 +6,9 @@ Where (first that is set)::
     $XDG_CACHE_HOME/zhbert
     ~/.cache/zhbert
 
-Downloads (``zhbert.hub``) go under ``models/``; small tables that are slow to compute at
+Downloads (``zhbert.hub.registry``) go under ``models/``; small tables that are slow to compute at
 start-up and worth keeping between processes (the punctuation code points of
-``zhbert.tokenizer``, jieba's prefix dictionary and tag codes in ``zhbert.segment``) go
+``zhbert.prep.tokenizer``, jieba's prefix dictionary and tag codes in ``zhbert.prep.segment``) go
 under ``tables/``. Nothing is kept in the shared temp directory: a file there can be
 planted by another local user.
 

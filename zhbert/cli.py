@@ -51,7 +51,7 @@ def _add_prepare(sub) -> None:
 
 def _run_prepare(args) -> int:
     from zhbert.config import PrepareFileConfig, PretrainConfig, load_config
-    from zhbert.prepare import prepare
+    from zhbert.prep.prepare import prepare
 
     overrides = list(args.overrides)
     flag_map = {
@@ -124,7 +124,7 @@ def _add_vocab(sub) -> None:
 def _run_vocab_build(args) -> int:
     from zhbert.errors import DataError
     from zhbert.files import os_error_message
-    from zhbert.tokenizer import build_vocab
+    from zhbert.prep.tokenizer import build_vocab
 
     try:
         path = build_vocab(args.input, args.output, size=args.size, fmt=args.format,
@@ -145,11 +145,11 @@ def _run_vocab_build(args) -> int:
 
 def _add_later_stages(sub) -> None:
     for module, fn in (
-        ("zhbert.checkpoint", "add_cli"),  # zhbert export
-        ("zhbert.plot", "add_cli"),  # zhbert plot
+        ("zhbert.train.checkpoint", "add_cli"),  # zhbert export
+        ("zhbert.train.plot", "add_cli"),  # zhbert plot
         ("zhbert.clue.cli", "add_cli"),  # zhbert eval clue
-        ("zhbert.hub", "add_cli"),  # zhbert download
-        ("zhbert.release", "add_cli"),  # zhbert release
+        ("zhbert.hub.registry", "add_cli"),  # zhbert download
+        ("zhbert.hub.release", "add_cli"),  # zhbert release
     ):
         try:
             mod = __import__(module, fromlist=[fn])

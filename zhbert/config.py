@@ -106,7 +106,7 @@ class ModelConfig:
 
 @dataclass
 class MaskingConfig:
-    """Dynamic masking (see zhbert/masking.py for the strategies, budget and 80/10/10 rule)."""
+    """Dynamic masking (see zhbert/train/masking.py for the strategies, budget and 80/10/10 rule)."""
 
     strategy: str = "wwm"  # char | wwm | entity | ngram
     mask_prob: float = 0.15
@@ -195,7 +195,7 @@ class TrainConfig:
 
 @dataclass
 class DeepSpeedConfig:
-    """Everything the DeepSpeed JSON is derived from (see zhbert/ds_config.py)."""
+    """Everything the DeepSpeed JSON is derived from (see zhbert/train/ds_config.py)."""
 
     zero_stage: int = 0
     precision: str = "fp32"  # fp32 | bf16 | fp16
@@ -207,7 +207,7 @@ class DeepSpeedConfig:
     loss_scale: float = 0.0  # fp16: 0 = dynamic
     # A DeepSpeed JSON file merged into the derived config (``--deepspeed_config FILE``); then
     # ``extra`` over it. Derived keys may only repeat the derived value or be "auto"
-    # (zhbert/ds_config.py says which and why).
+    # (zhbert/train/ds_config.py says which and why).
     config_file: Optional[str] = None
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -144,12 +144,12 @@ def finetune_seed(model_dir, num_labels: int, train: list[Example], dev: list[Ex
     """
     import torch
 
-    from zhbert.modeling import BertForSequenceClassification
+    from zhbert.model.modeling import BertForSequenceClassification
 
     t0 = time.time()
     dev_t = torch.device(device)
     seed_everything(seed)
-    weights_log = logging.getLogger("zhbert.weights")
+    weights_log = logging.getLogger("zhbert.model.weights")
     weights_log.addFilter(_only_new_classifier)
     try:
         model = BertForSequenceClassification.from_pretrained(model_dir, num_labels=num_labels).to(dev_t)

@@ -43,7 +43,7 @@ def resolve_model_dir(name_or_path: str) -> Path:
     """An HF-format directory (config.json + weights + vocab.txt) from a registry name, an HF
     dir, a zhbert checkpoint ``step_<N>/`` (its ``hf/``), or a run output dir (newest step)."""
     try:
-        from zhbert.hub import resolve_model
+        from zhbert.hub.registry import resolve_model
     except ModuleNotFoundError:
         resolve_model = None
     p = Path(resolve_model(name_or_path)) if resolve_model is not None else Path(name_or_path)
@@ -67,8 +67,8 @@ def resolve_model_dir(name_or_path: str) -> Path:
 
 def load_model_tokenizer(model_dir: Path):
     """Tokenizer of the model dir, checked against the embedding matrix size."""
-    from zhbert.modeling import BertConfig
-    from zhbert.tokenizer import ChineseTokenizer
+    from zhbert.model.modeling import BertConfig
+    from zhbert.prep.tokenizer import ChineseTokenizer
 
     tok = ChineseTokenizer.from_dir(model_dir)
     cfg = BertConfig.from_pretrained(model_dir)

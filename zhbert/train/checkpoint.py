@@ -314,7 +314,7 @@ def check_resume_compatible(step_dir: str | Path, meta: dict[str, Any], model_co
         what = ", ".join(f"{k} {old.get(k)}, config {new.get(k)}" for k in changed)
         raise CheckpointError(f"cannot resume {d}: the model shape changed (checkpoint has {what}); use a new "
                               "train.output_dir, or model.init_from to start from its weights")
-    from zhbert.tokenizer import ChineseTokenizer
+    from zhbert.prep.tokenizer import ChineseTokenizer
 
     hf_tok = None
     theirs = meta.get("vocab_sha256")
@@ -641,7 +641,7 @@ def export(ckpt: str | Path, out: str | Path, tokenizer_dir: Optional[str | Path
         return out
 
     # Only DeepSpeed state: consolidate (works for ZeRO-0/1/2/3 checkpoints).
-    from zhbert.modeling import BertConfig
+    from zhbert.model.modeling import BertConfig
 
     ds_dir, tag = _locate_ds(ckpt)
     meta = read_meta(ckpt) if (ckpt / META_NAME).exists() else {}
@@ -660,7 +660,7 @@ def export(ckpt: str | Path, out: str | Path, tokenizer_dir: Optional[str | Path
     for cand in (tokenizer_dir, hf if (hf / "vocab.txt").exists() else None,
                  meta.get("data_dir")):
         if cand and (Path(cand) / "vocab.txt").exists():
-            from zhbert.tokenizer import ChineseTokenizer
+            from zhbert.prep.tokenizer import ChineseTokenizer
 
             tok = ChineseTokenizer.from_dir(cand)
             break

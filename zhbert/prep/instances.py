@@ -1,7 +1,7 @@
 """Stage 5: sentence-pair training instances, after google-research/bert create_pretraining_data.py.
 
 Input: documents as lists of *aligned sentences* (anything with ``ids``, ``word_ids`` and
-``entity_ids``, e.g. ``zhbert.segment.AlignedSentence``): the token ids of one real sentence
+``entity_ids``, e.g. ``zhbert.prep.segment.AlignedSentence``): the token ids of one real sentence
 plus, per token, the jieba word it belongs to and the entity/phrase span (-1 outside). Output:
 one dict per instance with the columns of the public instance format (docs/DESIGN.md)::
 
@@ -43,7 +43,7 @@ consecutive sentences of one document into a single segment ``[CLS] X [SEP]`` of
 ``max_seq_length - 2`` tokens; a sentence longer than that is truncated (its tail dropped).
 
 Word and entity ids travel with their tokens: each sentence's ids (0, 1, ... without gaps,
-as ``zhbert.segment`` makes them) are offset by the words/entities before it, truncation
+as ``zhbert.prep.segment`` makes them) are offset by the words/entities before it, truncation
 removes them with the tokens (a word cut in half by truncation stays a word), and each
 segment is shifted to continue the numbering of the one before, so ``word_ids`` reads
 0, 1, 2, ... across the instance and [CLS]/[SEP] get -1. A word split between A and B (sop,

@@ -1,6 +1,6 @@
 """Stage 6: ``zhbert prepare`` -- corpus -> segmented, aligned sentence-pair instances on disk.
 
-    documents (zhbert.corpus, read and deduplicated in the main process, in input order)
+    documents (zhbert.prep.corpus, read and deduplicated in the main process, in input order)
       -> sentences over 8192 characters cut into pieces of at most 8192, and documents
          over ``shard_chars`` characters cut into parts at sentence ends (see "Long text")
       -> shards of ``shard_documents`` documents, or fewer when they reach ``shard_chars``
@@ -8,8 +8,8 @@
          output is too; the character cap keeps shards of long documents as small as shards of
          short ones, so workers finish together)
       -> worker processes, each with ONE tokenizer and ONE jieba dictionary for its lifetime:
-         tokenize + segment + align (zhbert.segment), sentences over the token budget cut at
-         word boundaries, then sentence pairs (zhbert.instances) with ``random.Random``
+         tokenize + segment + align (zhbert.prep.segment), sentences over the token budget cut at
+         word boundaries, then sentence pairs (zhbert.prep.instances) with ``random.Random``
          seeded from (seed, shard, dupe pass, split)
       -> WORK/shards/shard_00000/{train,validation}.arrow + shard.json (written last: its
          presence means the shard is finished; a re-run reuses it once its row counts match
@@ -213,8 +213,8 @@ def _pool_worker_init() -> None:
 
 
 def _components(job: dict):
-    from zhbert.segment import Segmenter
-    from zhbert.tokenizer import ChineseTokenizer
+    from zhbert.prep.segment import Segmenter
+    from zhbert.prep.tokenizer import ChineseTokenizer
 
     key = (job["vocab"], job["jieba_hmm"], job["jieba_user_dict"], job["entity_mode"])
     if key not in _STATE:
@@ -318,7 +318,7 @@ def _split_long(sent, piece: int) -> list:
     0 in every piece and so do entity ids (-1 stays -1): a word or entity cut in two counts
     as two, as when instances truncate a segment.
     """
-    from zhbert.segment import AlignedSentence
+    from zhbert.prep.segment import AlignedSentence
 
     ids, words, ents = sent.ids, sent.word_ids, sent.entity_ids
     n = len(ids)
@@ -353,8 +353,8 @@ def process_shard(job: dict) -> dict:
 
 
 def _process_shard(job: dict) -> dict:
-    from zhbert.instances import create_instances
-    from zhbert.segment import segment_sentences
+    from zhbert.prep.instances import create_instances
+    from zhbert.prep.segment import segment_sentences
 
     t0 = time.perf_counter()
     tok, seg = _components(job)
@@ -490,7 +490,7 @@ def _fingerprints(files: list[Path], old: Optional[dict]) -> list[dict]:
 
 def _resolved_meta(cfg: DataConfig, vocab_sha256: str, old: Optional[dict] = None) -> dict:
     from zhbert import __version__
-    from zhbert.corpus import walk_input_files
+    from zhbert.prep.corpus import walk_input_files
 
     files = walk_input_files(cfg.input)  # DataError naming a missing path
     config = dataclasses.asdict(cfg)
@@ -561,7 +561,7 @@ def check_prepared_matches(cfg: DataConfig) -> DataConfig:
     trained on. Input files are compared by path, not re-fingerprinted (``zhbert prepare``
     does that).
     """
-    from zhbert.tokenizer import ChineseTokenizer
+    from zhbert.prep.tokenizer import ChineseTokenizer
 
     meta = read_prepare_meta(cfg.dir)
     recorded = dict(meta.get("config") or {})
@@ -761,7 +761,7 @@ def validation_fraction(cfg: DataConfig, input_files: list[dict]) -> float:
 
 def _shard_jobs(cfg: DataConfig, read_stats, out: Path, fraction: Optional[float] = None) -> Iterator[dict]:
     """Stream documents into shard jobs (validation flags decided here, in input order)."""
-    from zhbert.corpus import iter_documents
+    from zhbert.prep.corpus import iter_documents
 
     base = {k: getattr(cfg, k) for k in ("vocab", "jieba_hmm", "jieba_user_dict", "entity_mode", "seed",
                                          "dupe_factor", "max_seq_length", "short_seq_prob", "pair_mode")}
@@ -895,7 +895,7 @@ def _dead_worker(dead: list[tuple[int, int]], in_flight: list[dict]) -> DataErro
 def resolve_vocab(spec: str) -> Path:
     """``data.vocab``: a vocab.txt file, a directory holding one, or (not a path that exists
     and not ending in .txt) a checkpoint name, hub id or URL whose vocab.txt is used, e.g.
-    ``bert-base-chinese`` -- fetched once through zhbert.hub and cached."""
+    ``bert-base-chinese`` -- fetched once through zhbert.hub.registry and cached."""
     p = Path(spec)
     if p.is_file():
         return p
@@ -905,7 +905,7 @@ def resolve_vocab(spec: str) -> Path:
         raise DataError(f"{p}: directory has no vocab.txt (data.vocab)")
     if spec.endswith(".txt"):
         raise DataError(f"{spec}: vocab file not found (data.vocab)")
-    from zhbert.hub import resolve_model
+    from zhbert.hub.registry import resolve_model
 
     d = Path(resolve_model(spec))
     for cand in (d / "vocab.txt", d / "hf" / "vocab.txt"):
@@ -916,7 +916,7 @@ def resolve_vocab(spec: str) -> Path:
 
 def prepare(cfg: DataConfig) -> dict:
     """Run ``zhbert prepare`` for ``cfg`` (see module docstring); returns the stats dict."""
-    from zhbert.tokenizer import ChineseTokenizer
+    from zhbert.prep.tokenizer import ChineseTokenizer
 
     t0 = time.perf_counter()
     if not cfg.input:
@@ -962,7 +962,7 @@ def prepare(cfg: DataConfig) -> dict:
 def _prepare_locked(cfg: DataConfig, out: Path, tokenizer, t0: float) -> dict:
     from tqdm.auto import tqdm
 
-    from zhbert.corpus import ReadStats
+    from zhbert.prep.corpus import ReadStats
 
     _repair_swap(out)
     old = _read_json(out / CONFIG_FILE) if (out / MARKER).exists() else None

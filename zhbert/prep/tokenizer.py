@@ -14,7 +14,7 @@ against both transformers' tokenizers-backed class and its pure-Python legacy cl
 
 Offsets returned by :meth:`ChineseTokenizer.encode` are character offsets into the text
 passed in, even where normalisation changed it ("Café" -> "cafe" still spans 0..4); the
-segmentation step (``zhbert.segment``) relies on that to align jieba's words to tokens.
+segmentation step (``zhbert.prep.segment``) relies on that to align jieba's words to tokens.
 
 ``build_vocab`` makes a vocab.txt from a corpus with bert-base-chinese's special-token
 layout ([PAD]=0, [unused1..99]=1..99, [UNK]=100, [CLS]=101, [SEP]=102, [MASK]=103) so that
@@ -61,7 +61,7 @@ _CJK_RANGES = (
     (0x2F800, 0x2FA1F),
 )
 _CJK_CLASS = "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in _CJK_RANGES)
-CJK_CLASS = _CJK_CLASS  # for building regexes elsewhere (zhbert.segment)
+CJK_CLASS = _CJK_CLASS  # for building regexes elsewhere (zhbert.prep.segment)
 CJK_RE = re.compile(f"[{_CJK_CLASS}]")
 # Tokens that look like reserved markers: [PAD], [unused17], [MASK] ... plus BERT's <S>/<T>.
 _RESERVED_RE = re.compile(r"^\[[^\[\]]+\]$|^<S>$|^<T>$")
@@ -136,7 +136,7 @@ def read_vocab(vocab_path: PathLike) -> list[str]:
     return tokens
 
 
-# data.fullwidth's folding (zhbert.corpus.normalize_text): the full-width ASCII forms
+# data.fullwidth's folding (zhbert.prep.corpus.normalize_text): the full-width ASCII forms
 # U+FF01..U+FF5E become U+0021..U+007E and the ideographic space U+3000 a space.
 FULLWIDTH_FOLDS = tuple((chr(cp), chr(cp - 0xFEE0)) for cp in range(0xFF01, 0xFF5F)) + (("\u3000", " "),)
 
@@ -210,7 +210,7 @@ class ChineseTokenizer:
 
     @property
     def normalization(self) -> dict | None:
-        """Corpus normalisation the model was pretrained with (zhbert.corpus.normalize_text
+        """Corpus normalisation the model was pretrained with (zhbert.prep.corpus.normalize_text
         keyword arguments, e.g. ``{"fullwidth": False, "t2s": False}``); None = raw text.
 
         ``zhbert prepare`` records it and it travels in every export: the full-width folding
@@ -456,7 +456,7 @@ class ChineseTokenizer:
         """`text` normalised as the pretraining corpus was (identity when nothing recorded)."""
         if not self.normalization:
             return text
-        from zhbert.corpus import normalize_text
+        from zhbert.prep.corpus import normalize_text
 
         return normalize_text(text, **self.normalization)
 
@@ -547,7 +547,7 @@ def build_vocab(
     """
     from tqdm import tqdm
 
-    from zhbert.corpus import iter_documents
+    from zhbert.prep.corpus import iter_documents
 
     layout = special_layout()
     if size < len(layout) + 1:

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from zhbert.errors import ConfigError, DataError
-from zhbert.masking import AUTO, IGNORE_INDEX, VocabInfo, auto_max_predictions, check_masking_config, mask_batch
+from zhbert.train.masking import AUTO, IGNORE_INDEX, VocabInfo, auto_max_predictions, check_masking_config, mask_batch
 
 
 def batch_rng(seed: int, epoch: int, rank: int, batch_index: int) -> np.random.Generator:
@@ -56,7 +56,7 @@ class PretrainingCollator:
         self.vocab = vocab
         self.cfg = masking_cfg
         self.max_seq_length = int(max_seq_length)
-        # the cap per sequence, resolved for this length (auto caps nothing: see zhbert/masking.py)
+        # the cap per sequence, resolved for this length (auto caps nothing: see zhbert/train/masking.py)
         auto = auto_max_predictions(masking_cfg.mask_prob, self.max_seq_length)
         self.max_predictions = auto if masking_cfg.max_predictions == AUTO else int(masking_cfg.max_predictions)
         if self.max_predictions < auto:

@@ -63,7 +63,7 @@ from urllib.request import Request, urlopen
 
 from zhbert.errors import CheckpointError, ConfigError, ZhbertError
 
-BUILTIN_REGISTRY = Path(__file__).resolve().parents[1] / "configs" / "checkpoints.yaml"
+BUILTIN_REGISTRY = Path(__file__).resolve().parents[2] / "configs" / "checkpoints.yaml"
 FORMATS = ("tar.gz", "zip", "files")
 MARKER = ".zhbert_source.json"  # written into every placed URL download
 
@@ -805,7 +805,7 @@ def tf_variables_to_state_dict(variables) -> dict:
     import numpy as np
     import torch
 
-    from zhbert.weights import normalize_state_dict
+    from zhbert.model.weights import normalize_state_dict
 
     sd: dict[str, torch.Tensor] = {}
     for name, value in variables:
@@ -851,7 +851,7 @@ def convert_tf_checkpoint(tf_dir: str | Path, out_dir: str | Path) -> Path:
         for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
             if (tf_dir / f).is_file():
                 shutil.copy2(tf_dir / f, tmp / f)
-        from zhbert.modeling import BertForPreTraining
+        from zhbert.model.modeling import BertForPreTraining
 
         BertForPreTraining.from_pretrained(tmp)  # shape vs config check, names the tensor
         if out_dir.resolve() == tf_dir.resolve():  # config.json last: it marks completion

@@ -145,8 +145,8 @@ def _copy_model(src: _Source, out: Path) -> dict[str, Any]:
     """config.json + model.safetensors (converted from .bin if needed) + tokenizer files."""
     from safetensors.torch import save_file
 
-    from zhbert.modeling import BertForPreTraining
-    from zhbert.weights import load_state_dict, normalize_state_dict
+    from zhbert.model.modeling import BertForPreTraining
+    from zhbert.model.weights import load_state_dict, normalize_state_dict
 
     sd = normalize_state_dict(load_state_dict(src.hf))
     missing = [head for head, key in HEAD_KEYS.items() if key not in sd]
@@ -349,7 +349,7 @@ def model_card(name: str, model: dict[str, Any], src: _Source, vocab_size: int,
 
 
 def _normalisation(tok_cfg: dict) -> str:
-    from zhbert.tokenizer import NORMALIZATION_KEY
+    from zhbert.prep.tokenizer import NORMALIZATION_KEY
 
     norm = tok_cfg.get(NORMALIZATION_KEY) or {}
     done = [d for k, d in (("fullwidth", "full-width ASCII forms folded to ASCII (，→,)"),
@@ -410,7 +410,7 @@ def build_release(ckpt: str | Path, out: str | Path, *, results: Optional[str | 
         as ``<name>.tar.gz``, its top-level directory named ``<name>``.
     results: ``results.json`` from ``zhbert eval clue`` (a CLUE table in the model card).
     """
-    from zhbert.tokenizer import read_vocab
+    from zhbert.prep.tokenizer import read_vocab
 
     src = locate_checkpoint(ckpt)
     out = Path(out)
@@ -452,7 +452,7 @@ def build_release(ckpt: str | Path, out: str | Path, *, results: Optional[str | 
     if tar:
         tarball = out.parent / f"{name}.tar.gz"
         deterministic_tar(out, tarball, name, exclude=("registry_entry.yaml",))
-        from zhbert.hub import sha256_file
+        from zhbert.hub.registry import sha256_file
 
         release.tarball, release.size, release.sha256 = tarball, tarball.stat().st_size, sha256_file(tarball)
         entry = {"url": url_placeholder or DEFAULT_URL.format(name=name), "sha256": release.sha256,

@@ -135,7 +135,7 @@ def build_ds_config(cfg, world_size: int, device_type: str, hidden_size: Optiona
         zero.update({"overlap_comm": True, "contiguous_gradients": True,
                      "reduce_bucket_size": 5e7, "allgather_bucket_size": 5e7})
     if d.zero_stage == 3:
-        # We gather full fp32 weights ourselves for the HF export (zhbert/checkpoint.py).
+        # We gather full fp32 weights ourselves for the HF export (zhbert/train/checkpoint.py).
         zero["stage3_gather_16bit_weights_on_model_save"] = False
     if d.offload_optimizer != "none":
         zero["offload_optimizer"] = _offload(d.offload_optimizer, d.nvme_path, on_cpu)

@@ -11,7 +11,7 @@ follows jieba's words::
 Segmenting here, when instances are built, and storing a word index per token means
 masking never has to decode ids back to text and re-run jieba (lossy and slow).
 
-Alignment rules (token offsets index the original text, see ``zhbert.tokenizer``):
+Alignment rules (token offsets index the original text, see ``zhbert.prep.tokenizer``):
 
 * each token belongs to the jieba word its first character is in; a CJK token is one
   character, so it sits inside exactly one word;
@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 from zhbert.errors import ConfigError, DataError
-from zhbert.tokenizer import CJK_CLASS, ChineseTokenizer
+from zhbert.prep.tokenizer import CJK_CLASS, ChineseTokenizer
 
 ENTITY_TAGS = frozenset({"nr", "nrt", "nrfg", "ns", "nt", "nz"})
 NOUN_TAGS = frozenset({"n", "ng", "nz", "vn", "nr", "nrt", "nrfg", "ns", "nt"})
@@ -116,7 +116,7 @@ _FASTCUT_CACHE: dict[Optional[str], object] = {}
 def _fast_cut(user_dict: Optional[str]):
     """One ``FastCut`` per (process, user dictionary), over the cached jieba tokenizer."""
     if user_dict not in _FASTCUT_CACHE:
-        from zhbert.fastcut import FastCut
+        from zhbert.prep.fastcut import FastCut
 
         _FASTCUT_CACHE[user_dict] = FastCut(_jieba_tokenizer(user_dict))
     return _FASTCUT_CACHE[user_dict]
@@ -326,7 +326,7 @@ class Segmenter:
         are remembered. A block's cut depends on nothing but the block (jieba cuts blocks
         independently), so a repeated block ("但是", "中国") gets the same words without the
         DAG and HMM; 8-14% of the characters of the shared corpora are in repeated blocks.
-        The new blocks of `text` are cut together by ``zhbert.fastcut.FastCut`` (jieba's
+        The new blocks of `text` are cut together by ``zhbert.prep.fastcut.FastCut`` (jieba's
         algorithm, same output, about 2x faster; the HMM runs of all blocks in one vectorised
         Viterbi pass), and the HMM's words for a repeated run of unknown characters are
         remembered too.

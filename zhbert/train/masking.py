@@ -1,6 +1,6 @@
 """Dynamic masked-LM masking: char / whole-word / entity / n-gram, as pure functions on ids.
 
-Word segmentation happens once, when instances are built (zhbert/segment.py stores a word
+Word segmentation happens once, when instances are built (zhbert/prep/segment.py stores a word
 index and an entity/phrase span index for every token). Masking only reads those integer
 columns; it never re-runs jieba and never decodes ids back to text, so it is cheap enough to
 draw a fresh mask every time an instance is seen ("dynamic masking", as in RoBERTa).
@@ -37,7 +37,7 @@ of 20 left at 512 predicts ~4.9% of the tokens instead of 15%. The default, ``au
 ``ceil(mask_prob * max_seq_length)`` (20 at 128, 77 at 512: :func:`auto_max_predictions`),
 which is never below ``round(n * mask_prob)`` for a sequence that fits in ``max_seq_length``:
 ``auto`` never caps, so the masking functions treat it as "no cap" and need no length. The
-collator (zhbert/collator.py) resolves it against its ``max_seq_length`` and warns when an
+collator (zhbert/train/collator.py) resolves it against its ``max_seq_length`` and warns when an
 explicit cap is below that value.
 
 Replacement (``MaskingConfig.replace_unit``): every chosen token is predicted; what the model
@@ -60,7 +60,7 @@ row. :func:`mask_sequence` is the same code on a batch of one (per-call numpy ov
 dominates there, so the collator masks whole batches).
 
 Randomness always arrives as an explicit ``numpy.random.Generator``; the same generator state
-gives the same mask. The collator (zhbert/collator.py) is handed a fresh generator per batch.
+gives the same mask. The collator (zhbert/train/collator.py) is handed a fresh generator per batch.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ class VocabInfo:
 
     @classmethod
     def from_tokenizer(cls, tok) -> "VocabInfo":
-        """From a ``zhbert.tokenizer.ChineseTokenizer`` (or anything with the same attributes)."""
+        """From a ``zhbert.prep.tokenizer.ChineseTokenizer`` (or anything with the same attributes)."""
         return cls(
             vocab_size=int(tok.vocab_size),
             pad_id=int(tok.pad_id),

@@ -12,7 +12,7 @@ Checkpoint contract: every module is named as in HF ``modeling_bert.py``, so
 ``cls.predictions.decoder.weight`` tied to ``bert.embeddings.word_embeddings.weight``,
 ``cls.predictions.decoder.bias`` tied to ``cls.predictions.bias`` ...). ``save_pretrained``
 writes ``config.json`` + ``model.safetensors`` that ``transformers`` loads as is, and
-``from_pretrained`` reads any hub Chinese BERT through :mod:`zhbert.weights`.
+``from_pretrained`` reads any hub Chinese BERT through :mod:`zhbert.model.weights`.
 
 Pre-LN variant (``pre_layernorm: true``): the same parameter names are reused but applied
 *before* each sublayer: ``attention.output.LayerNorm`` normalises the attention input,
@@ -37,7 +37,7 @@ Speed techniques (training step on CPU vs ``transformers.BertForPreTraining``, s
    output, feed-forward, LayerNorms, MLM head) runs on the (N, H) matrix of real tokens only;
    Q/K/V are scattered back to a (B, T', ...) grid just for attention, where T' is the longest
    sequence of the batch. Real pretraining data has ~10% short sequences, so ~10% of the
-   encoder FLOPs are saved. Helpers and shape conventions: :mod:`zhbert.padding`.
+   encoder FLOPs are saved. Helpers and shape conventions: :mod:`zhbert.model.padding`.
 3. Fused QKV projection: one ``F.linear`` over ``cat(Wq, Wk, Wv)`` gives a single (N, 3H) GEMM
    instead of three (better cache use, one kernel launch); the parameters stay separate, so
    the state-dict names do not change.
@@ -47,7 +47,7 @@ Speed techniques (training step on CPU vs ``transformers.BertForPreTraining``, s
    gradients instead of zero-filling a 3-way buffer three times. On CPU in training, dropout
    (and the attention-probability dropout, where SDPA takes its math path anyway) draws its
    mask from 16-bit lanes of 64-bit random words instead of ``bernoulli_``:
-   :mod:`zhbert.cpu_ops`.
+   :mod:`zhbert.model.cpu_ops`.
 5. Last layer on needed rows only: the heads read [CLS] and (with labels) the masked tokens,
    so the last layer uses every token as key/value but runs its attention-output projection
    and feed-forward block only on those K ~ 0.15 N rows (exact: nothing else reaches the
@@ -74,10 +74,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from zhbert.cpu_ops import attention, dropout
+from zhbert.model.cpu_ops import attention, dropout
 from zhbert.errors import ConfigError
-from zhbert.padding import Unpadded, pad, unpad, unpad_mask
-from zhbert.weights import LoadReport, load_into, load_state_dict, normalize_state_dict
+from zhbert.model.padding import Unpadded, pad, unpad, unpad_mask
+from zhbert.model.weights import LoadReport, load_into, load_state_dict, normalize_state_dict
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -538,7 +538,7 @@ class _BertBase(nn.Module):
         """Load ``DIR`` (config.json + model.safetensors / pytorch_model.bin, HF or zhbert).
 
         Heads missing from the checkpoint stay randomly initialised and are listed in the
-        :class:`~zhbert.weights.LoadReport` (returned as a second value when
+        :class:`~zhbert.model.weights.LoadReport` (returned as a second value when
         ``output_loading_info``). Raises CheckpointError on shape mismatch / missing encoder keys.
         """
         path = Path(path)

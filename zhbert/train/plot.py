@@ -38,7 +38,7 @@ def plot_run(run_dir: str | Path, out: Optional[str | Path] = None) -> list[Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from zhbert.trainer import read_metrics
+    from zhbert.train.trainer import read_metrics
 
     run_dir = Path(run_dir)
     records = [r for r in read_metrics(run_dir) if "step" in r]

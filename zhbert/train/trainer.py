@@ -10,7 +10,7 @@ The loop, one optimizer step at a time::
     all-reduce (sum over ranks) the step's loss sums and accuracy counts -> log, eval, checkpoint
 
 DeepSpeed owns the parallelism (ZeRO 0-3, offload, bf16/fp16); the model file knows nothing
-about it. The DeepSpeed JSON is derived from the config by :mod:`zhbert.ds_config` and written
+about it. The DeepSpeed JSON is derived from the config by :mod:`zhbert.train.ds_config` and written
 to ``<output_dir>/ds_config.json``.
 
 Logged loss: the mean over the A x W micro-batches of one optimizer step (each micro-batch's
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from zhbert.config import PretrainConfig, save_config, to_dict
-from zhbert.checkpoint import check_normalization, normalization_key
+from zhbert.train.checkpoint import check_normalization, normalization_key
 from zhbert.errors import CheckpointError, ConfigError, DataError, TrainingDiverged, ZhbertError, disk_error
 
 # Dense peak TFLOP/s per device (bf16/fp16, fp32 incl. TF32 where it applies), for the MFU guess.
@@ -129,12 +129,12 @@ def resolve_init_from(name_or_path: str) -> Path:
     """``model.init_from`` -> a local HF-format directory.
 
     Accepts a HF directory, a zhbert ``step_<N>/`` (its ``hf/``), a run or checkpoints directory
-    (newest complete checkpoint's ``hf/``), or a registry name / hub id (zhbert.hub downloads it).
+    (newest complete checkpoint's ``hf/``), or a registry name / hub id (zhbert.hub.registry downloads it).
     """
     p = Path(name_or_path).expanduser()
     if not p.exists():
         try:
-            from zhbert.hub import resolve_model
+            from zhbert.hub.registry import resolve_model
         except ModuleNotFoundError:
             raise ConfigError(f"model.init_from: {p} does not exist") from None
         p = Path(resolve_model(str(name_or_path)))
@@ -142,7 +142,7 @@ def resolve_init_from(name_or_path: str) -> Path:
         return p
     if (p / "hf" / "config.json").is_file():
         return p / "hf"
-    from zhbert.checkpoint import checkpoints_dir, find_latest
+    from zhbert.train.checkpoint import checkpoints_dir, find_latest
 
     latest = find_latest(p) or find_latest(checkpoints_dir(p))
     if latest is not None:
@@ -158,7 +158,7 @@ def resolve_model_config(cfg: PretrainConfig, tokenizer, data_dir: str):
     config.json (+ inline fields); its vocab must be the data's (size and, when the checkpoint
     has a vocab.txt, sha256).
     """
-    from zhbert.modeling import BertConfig
+    from zhbert.model.modeling import BertConfig
 
     m = cfg.model
     inline = m.overrides()
@@ -172,7 +172,7 @@ def resolve_model_config(cfg: PretrainConfig, tokenizer, data_dir: str):
             raise ConfigError(f"incompatible vocabularies: model.init_from {src} has vocab_size "
                               f"{config.vocab_size} but the {data_vocab}")
         if (src / "vocab.txt").is_file():
-            from zhbert.tokenizer import ChineseTokenizer
+            from zhbert.prep.tokenizer import ChineseTokenizer
 
             theirs_tok = ChineseTokenizer.from_dir(src)
             theirs = theirs_tok.vocab_sha256()
@@ -199,7 +199,7 @@ def resolve_model_config(cfg: PretrainConfig, tokenizer, data_dir: str):
 def init_normalization(init_from: str) -> Optional[dict]:
     """The text normalisation recorded with a ``model.init_from`` checkpoint (None: raw text,
     e.g. bert-base-chinese, whose tokenizer files record nothing)."""
-    from zhbert.tokenizer import ChineseTokenizer
+    from zhbert.prep.tokenizer import ChineseTokenizer
 
     src = resolve_init_from(init_from)
     return ChineseTokenizer.from_dir(src).normalization if (src / "vocab.txt").is_file() else None
@@ -207,7 +207,7 @@ def init_normalization(init_from: str) -> Optional[dict]:
 
 def check_data_vocab(data_dir: str, tokenizer) -> None:
     """The data's recorded vocab sha256 must be the sha256 of the vocab.txt stored with it."""
-    from zhbert.prepare import read_prepare_meta
+    from zhbert.prep.prepare import read_prepare_meta
 
     meta = read_prepare_meta(data_dir)
     recorded = meta.get("vocab_sha256")
@@ -281,8 +281,8 @@ def ensure_data(cfg: PretrainConfig, rank: int, poll_s: float = 2.0) -> None:
     The other ranks wait by polling the completion marker rather than in a collective, so a
     long ``prepare`` cannot hit the process group's timeout; a barrier follows.
     """
-    from zhbert.checkpoint import _barrier
-    from zhbert.prepare import is_complete
+    from zhbert.train.checkpoint import _barrier
+    from zhbert.prep.prepare import is_complete
 
     d = Path(cfg.data.dir)
     if not is_complete(d) and cfg.train.prepare_if_missing:
@@ -290,7 +290,7 @@ def ensure_data(cfg: PretrainConfig, rank: int, poll_s: float = 2.0) -> None:
             if not cfg.data.input:
                 raise DataError(f"data.dir {d} is not a finished `zhbert prepare` output and data.input is empty: "
                                 "nothing to prepare from")
-            from zhbert.prepare import prepare
+            from zhbert.prep.prepare import prepare
 
             print(f"[zhbert] preparing {d} from {', '.join(cfg.data.input)}", flush=True)
             prepare(cfg.data)
@@ -474,14 +474,14 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
     import torch.distributed as dist
     from deepspeed.accelerator import get_accelerator
 
-    from zhbert import checkpoint as ckpt_mod
-    from zhbert.collator import PretrainingCollator
-    from zhbert.data import DataPosition, ShardedBatches, iterate, rescale_position
-    from zhbert.ds_config import build_ds_config
-    from zhbert.masking import VocabInfo
-    from zhbert.modeling import BertForPreTraining
-    from zhbert.prepare import load_prepared
-    from zhbert.tokenizer import ChineseTokenizer
+    from zhbert.train import checkpoint as ckpt_mod
+    from zhbert.train.collator import PretrainingCollator
+    from zhbert.train.order import DataPosition, ShardedBatches, iterate, rescale_position
+    from zhbert.train.ds_config import build_ds_config
+    from zhbert.train.masking import VocabInfo
+    from zhbert.model.modeling import BertForPreTraining
+    from zhbert.prep.prepare import load_prepared
+    from zhbert.prep.tokenizer import ChineseTokenizer
 
     owns_pg = not dist.is_initialized()
     accel = get_accelerator()
@@ -505,7 +505,7 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
             cfg.data.fullwidth = normalization_key(init_normalization(cfg.model.init_from))[0] \
                 if cfg.model.init_from else False
         ensure_data(cfg, rank)
-        from zhbert.prepare import check_prepared_matches
+        from zhbert.prep.prepare import check_prepared_matches
 
         cfg.data = check_prepared_matches(cfg.data)  # refuses a dir prepared from other data.*
         data_dir = cfg.data.dir

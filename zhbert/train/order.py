@@ -26,7 +26,7 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
-from zhbert.collator import batch_rng
+from zhbert.train.collator import batch_rng
 from zhbert.errors import DataError
 
 DATA_STREAM = 0xDA7A  # keeps the shuffling stream apart from other uses of the seed

@@ -1,0 +1,1 @@
+"""Checkpoints by name: the registry, downloads, name/dir resolution, release bundles."""

@@ -1,0 +1,1 @@
+"""Stage 2, the model: BERT with HF names (modeling), weight loading (weights), unpadding, CPU ops."""

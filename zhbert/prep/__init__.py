@@ -1,0 +1,1 @@
+"""Stage 1, data preparation: corpus -> tokenizer -> segment (+ fastcut) -> instances -> prepare."""
