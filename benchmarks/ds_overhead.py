@@ -35,7 +35,7 @@ class DsResult:
 
 
 def bench_deepspeed_vs_torch(shape: str, steps: int, zero_stage: int = 0, warmup: int = 2, seed: int = 0) -> DsResult:
-    from zhbert.train.trainer import setup_env
+    from zhbert.train.launch import setup_env
 
     setup_env()
     import deepspeed

@@ -105,7 +105,7 @@ def _measure_child(args) -> int:
 _STARTUP = {
     "jieba": "import jieba, logging; jieba.setLogLevel(logging.WARNING); jieba.initialize()",
     "prepare worker": ("from zhbert.prep.prepare import _components; t, s = _components({'vocab': %r, 'jieba_hmm': True, "
-                       "'jieba_user_dict': None, 'entity_mode': 'dict'}); t._fast_arrays()"),
+                       "'jieba_user_dict': None, 'entity_mode': 'dict'}); t.fast_path().code_ids"),
 }
 
 
@@ -128,7 +128,7 @@ def breakdown(docs: list[list[str]], vocab: str, rounds: int = 2) -> None:
         print(f"start-up {name:<26} {_cpu() - c0:6.2f} s CPU (fresh process, imports included)")
     _init_jieba()
     tok = ChineseTokenizer.from_vocab(vocab)
-    tok._fast_arrays()
+    tok.fast_path().code_ids
     batches = [texts[i:i + _SEGMENT_BATCH] for i in range(0, len(texts), _SEGMENT_BATCH)]
     aligned: list = []
 

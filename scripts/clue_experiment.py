@@ -127,7 +127,7 @@ def main() -> int:
     t_pre = run([sys.executable, "scripts/pretrain.py", "--config", "configs/pretrain/tiny.yaml",
                  *pretrain_overrides(data, vocab, corpus, pre, steps)], timeout=left + 60)
 
-    from zhbert.clue.run import resolve_model_dir
+    from zhbert.hub import resolve_model_dir
 
     pretrained = resolve_model_dir(str(pre))
     import torch

@@ -39,11 +39,11 @@ def main(argv=None) -> int:
 
     try:
         from zhbert.config import load_config
-        from zhbert.train.trainer import setup_env
+        from zhbert.train.launch import setup_env
 
         cfg = load_config(args.config, args.overrides)
         setup_env()  # env defaults before DeepSpeed is imported
-        from zhbert.train.trainer import multinode_env_warning
+        from zhbert.train.launch import multinode_env_warning
 
         warning = multinode_env_warning()
         if warning and os.environ.get("RANK", "0") == "0":

@@ -284,7 +284,7 @@ def test_plot_writes_pngs(finished_run, tmp_path):
 
 
 def test_truncate_metrics_drops_later_and_cut_lines(tmp_path):
-    from zhbert.train.trainer import truncate_metrics
+    from zhbert.train.metrics import truncate_metrics
 
     p = tmp_path / "metrics.jsonl"
     p.write_text('{"step": 1, "loss": 3}\n{"step": 2, "loss": 2}\n{"step": 3, "loss": 1}\n{"step": 4, "lo')

@@ -186,7 +186,7 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 def test_model_dir_resolution(tiny_model, tmp_path):
-    from zhbert.clue.run import resolve_model_dir
+    from zhbert.hub import resolve_model_dir
 
     run = tmp_path / "run"
     for step in (10, 200, 30):

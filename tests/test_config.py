@@ -145,3 +145,22 @@ def test_readme_shows_the_config_error_as_printed():
     r = subprocess.run([sys.executable, str(repo / "scripts" / "pretrain.py"), shown.group(1)], cwd=repo,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().startswith(shown.group(2)), r.stderr
+
+
+def test_every_config_field_is_documented_and_docs_config_md_is_current():
+    """docs/config.md is generated from the field docstrings (python -m zhbert.config)."""
+    import dataclasses
+    import typing
+    from pathlib import Path
+
+    from zhbert.config import PretrainConfig, field_docs, reference_markdown
+
+    hints = typing.get_type_hints(PretrainConfig)
+    for section in dataclasses.fields(PretrainConfig):
+        docs = field_docs(hints[section.name])
+        undocumented = [k for k, v in docs.items() if not v]
+        assert not undocumented, f"{section.name}: fields without a docstring: {undocumented}"
+        assert set(docs) == {f.name for f in dataclasses.fields(hints[section.name])}
+    page = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+    assert page.read_text(encoding="utf-8") == reference_markdown(), \
+        "docs/config.md is stale: python -m zhbert.config > docs/config.md"

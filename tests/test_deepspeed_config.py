@@ -133,7 +133,7 @@ def test_deepspeed_config_flag_progress_lines_and_wandb_names(tmp_path_factory, 
 
 
 def test_multinode_launch_without_deepspeed_env_warns(tmp_path, monkeypatch):
-    from zhbert.train.trainer import multinode_env_warning
+    from zhbert.train.launch import multinode_env_warning
 
     monkeypatch.chdir(tmp_path)
     env = {"WORLD_SIZE": "16", "LOCAL_SIZE": "8", "CROSS_SIZE": "2", "WANDB_PROJECT": "x", "HF_HOME": "/h"}

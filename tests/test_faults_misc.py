@@ -115,7 +115,7 @@ def test_tables_go_to_a_private_per_user_dir_and_never_to_tmp(tmp_path, referenc
     # ~/.cache/zhbert without XDG_CACHE_HOME; the hub's default follows the same rule
     assert _probe(tmp_path, {})[0] == reference
     assert stat.S_IMODE((tmp_path / "home" / ".cache" / "zhbert" / "tables").stat().st_mode) == 0o700
-    from zhbert.hub.registry import default_cache_dir
+    from zhbert.hub import default_cache_dir
 
     monkeypatch.delenv("ZHBERT_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
@@ -336,7 +336,7 @@ def test_vocab_with_bom_loads(tmp_path):
 
 def test_offline_url_message_names_the_url_not_the_cache_key(tmp_path, monkeypatch, capsys):
     from zhbert.cli import main
-    from zhbert.hub.registry import _url_key
+    from zhbert.hub.download import _url_key
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("ZHBERT_REGISTRY", raising=False)

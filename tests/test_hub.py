@@ -87,7 +87,7 @@ class Server:
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     """A `zhbert release --tar` bundle of a tiny model, and the step dir it came from."""
-    from zhbert.hub.release import build_release
+    from zhbert.release import build_release
 
     root = tmp_path_factory.mktemp("bundle")
     step_dir = make_checkpoint(root)
@@ -190,7 +190,7 @@ def test_later_registry_files_override(tmp_path, monkeypatch):
 
 # =============================================================================== downloads
 def test_download_by_url_and_cache_hit(server, bundle, tmp_path):
-    from zhbert.hub.registry import MARKER, download
+    from zhbert.hub import MARKER, download
 
     rel, step_dir = bundle
     url = server.url("zhbert-tiny.tar.gz")
@@ -209,7 +209,7 @@ def cache_is_empty_except(path: Path, cache: Path) -> bool:
 
 def test_download_by_name_via_registry_flag_and_env(server, bundle, tmp_path, monkeypatch, capsys):
     from zhbert.cli import main
-    from zhbert.hub.registry import resolve_model
+    from zhbert.hub import resolve_model
 
     rel, step_dir = bundle
     reg = write_registry(tmp_path / "mine.yaml", {"zh-tiny": tar_entry(rel, server.url("zhbert-tiny.tar.gz"))})
@@ -234,7 +234,7 @@ def test_download_by_name_via_registry_flag_and_env(server, bundle, tmp_path, mo
 
 
 def test_connection_cut_is_resumed_within_one_call(server, bundle, tmp_path):
-    from zhbert.hub.registry import download, sha256_file
+    from zhbert.hub import download, sha256_file
 
     rel, step_dir = bundle
     reg = write_registry(tmp_path / "r.yaml", {"zh-tiny": tar_entry(rel, server.url("zhbert-tiny.tar.gz"))})
@@ -247,7 +247,7 @@ def test_connection_cut_is_resumed_within_one_call(server, bundle, tmp_path):
 
 
 def test_connection_cut_then_next_run_resumes(server, bundle, tmp_path):
-    from zhbert.hub.registry import download
+    from zhbert.hub import download
 
     rel, step_dir = bundle
     reg = write_registry(tmp_path / "r.yaml", {"zh-tiny": tar_entry(rel, server.url("zhbert-tiny.tar.gz"))})
@@ -264,7 +264,7 @@ def test_connection_cut_then_next_run_resumes(server, bundle, tmp_path):
 
 
 def test_server_ignoring_range_restarts_cleanly(server, bundle, tmp_path):
-    from zhbert.hub.registry import download
+    from zhbert.hub import download
 
     rel, step_dir = bundle
     reg = write_registry(tmp_path / "r.yaml", {"zh-tiny": tar_entry(rel, server.url("zhbert-tiny.tar.gz"))})
@@ -276,7 +276,7 @@ def test_server_ignoring_range_restarts_cleanly(server, bundle, tmp_path):
 
 
 def test_sha256_mismatch_leaves_nothing(server, bundle, tmp_path):
-    from zhbert.hub.registry import download
+    from zhbert.hub import download
 
     rel, _ = bundle
     reg = write_registry(tmp_path / "r.yaml", {"zh-bad": tar_entry(rel, server.url("zhbert-tiny.tar.gz"),
@@ -288,7 +288,7 @@ def test_sha256_mismatch_leaves_nothing(server, bundle, tmp_path):
 
 def test_http_404_names_url_and_status(server, tmp_path, capsys):
     from zhbert.cli import main
-    from zhbert.hub.registry import download
+    from zhbert.hub import download
 
     url = server.url("missing.tar.gz")
     with pytest.raises(ZhbertError, match=rf"{url}: HTTP 404"):
@@ -301,7 +301,7 @@ def test_http_404_names_url_and_status(server, tmp_path, capsys):
 
 def test_files_format_entry(server, bundle, tmp_path):
     """A release directory served file by file (`zhbert release` without --tar)."""
-    from zhbert.hub.registry import download, load_registry
+    from zhbert.hub import download, load_registry
 
     rel, step_dir = bundle
     shutil.copytree(rel.directory, server.root / "plain")
@@ -355,7 +355,7 @@ def _device(name: str) -> tuple[tarfile.TarInfo, None]:
     ([_file("m/config.json"), _device("m/null")], "device file"),
 ])
 def test_unsafe_tar_members_refuse_the_whole_archive(tmp_path, members, why):
-    from zhbert.hub.registry import extract_archive
+    from zhbert.hub import extract_archive
 
     archive = _tar(tmp_path / "bad.tar.gz", members)
     out = tmp_path / "out"
@@ -366,7 +366,7 @@ def test_unsafe_tar_members_refuse_the_whole_archive(tmp_path, members, why):
 
 
 def test_symlink_inside_bundle_is_fine(tmp_path):
-    from zhbert.hub.registry import extract_archive
+    from zhbert.hub import extract_archive
 
     archive = _tar(tmp_path / "ok.tar.gz", [_file("m/a.txt", b"hello"), _link("m/b.txt", "a.txt")])
     extract_archive(archive, tmp_path / "out", "tar.gz")
@@ -374,7 +374,7 @@ def test_symlink_inside_bundle_is_fine(tmp_path):
 
 
 def test_unsafe_zip_is_refused(tmp_path):
-    from zhbert.hub.registry import extract_archive
+    from zhbert.hub import extract_archive
 
     for name in ("../evil.txt", "/abs.txt", "a/../../evil.txt"):
         zpath = tmp_path / "bad.zip"
@@ -393,7 +393,7 @@ def test_unsafe_zip_is_refused(tmp_path):
 
 
 def test_malicious_bundle_download_leaves_nothing(server, tmp_path):
-    from zhbert.hub.registry import download
+    from zhbert.hub import download
 
     _tar(server.root / "evil.tar.gz", [_file("m/config.json", b"{}"), _file("../../evil.txt")])
     with pytest.raises(CheckpointError, match="refusing archive"):
@@ -402,7 +402,7 @@ def test_malicious_bundle_download_leaves_nothing(server, tmp_path):
 
 
 def test_zip_bundle_and_non_checkpoint_bundle(server, bundle, tmp_path):
-    from zhbert.hub.registry import download
+    from zhbert.hub import download
 
     rel, step_dir = bundle
     with zipfile.ZipFile(server.root / "m.zip", "w") as z:  # files at the top level, no folder
@@ -418,7 +418,7 @@ def test_zip_bundle_and_non_checkpoint_bundle(server, bundle, tmp_path):
 # ================================================================================ the hub
 def test_offline_with_empty_cache_is_a_clear_message(tmp_path, monkeypatch, capsys):
     from zhbert.cli import main
-    from zhbert.hub.registry import resolve_model
+    from zhbert.hub import resolve_model
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-empty"))
@@ -450,7 +450,7 @@ def _populate_hf_cache(cache: Path, repo_id: str, src: Path, revision: str = "0"
 
 def test_hub_entry_from_prepopulated_cache(bundle, tmp_path, monkeypatch, capsys):
     from zhbert.cli import main
-    from zhbert.hub.registry import resolve_model
+    from zhbert.hub import resolve_model
 
     _, step_dir = bundle
     hf_home = tmp_path / "hf"
@@ -472,7 +472,7 @@ def test_hub_entry_from_prepopulated_cache(bundle, tmp_path, monkeypatch, capsys
 
 # ============================================================================= local / formats
 def test_local_paths_resolve_to_themselves(bundle, tmp_path):
-    from zhbert.hub.registry import resolve_model
+    from zhbert.hub import resolve_model
 
     _, step_dir = bundle
     assert resolve_model(step_dir / "hf") == step_dir / "hf"
@@ -484,7 +484,7 @@ def test_local_paths_resolve_to_themselves(bundle, tmp_path):
 def test_legacy_bin_loads_through_weights_only(bundle, tmp_path):
     from safetensors.torch import load_file
 
-    from zhbert.hub.registry import resolve_model
+    from zhbert.hub import resolve_model
     from zhbert.model.modeling import BertForPreTraining
 
     _, step_dir = bundle
@@ -512,7 +512,8 @@ def test_legacy_bin_loads_through_weights_only(bundle, tmp_path):
 
 
 def test_google_bert_config_is_translated(bundle, tmp_path):
-    from zhbert.hub.registry import google_config_to_hf, resolve_model
+    from zhbert.hub import resolve_model
+    from zhbert.model.convert import google_config_to_hf
     from zhbert.model.modeling import BertForPreTraining
 
     _, step_dir = bundle
@@ -538,7 +539,7 @@ def test_google_bert_config_is_translated(bundle, tmp_path):
 
 
 def test_tensorflow_checkpoint_without_tensorflow(tmp_path):
-    from zhbert.hub.registry import resolve_model
+    from zhbert.hub import resolve_model
 
     try:
         import tensorflow  # noqa: F401
@@ -556,7 +557,7 @@ def test_tensorflow_checkpoint_without_tensorflow(tmp_path):
 
 
 def test_tf_variable_names_map_to_hf():
-    from zhbert.hub.registry import tf_name_to_hf
+    from zhbert.model.convert import tf_name_to_hf
 
     assert tf_name_to_hf("bert/embeddings/word_embeddings") == ("bert.embeddings.word_embeddings.weight", False)
     assert tf_name_to_hf("bert/embeddings/LayerNorm/gamma") == ("bert.embeddings.LayerNorm.gamma", False)
@@ -574,7 +575,7 @@ def test_tf_variable_names_map_to_hf():
 
 
 def test_shape_disagreeing_with_config_names_the_tensor(server, bundle, tmp_path):
-    from zhbert.hub.registry import download
+    from zhbert.hub import download
     from zhbert.model.modeling import BertForPreTraining
 
     path = download(server.url("zhbert-tiny.tar.gz"), cache_dir=tmp_path / "c")
@@ -587,10 +588,6 @@ def test_shape_disagreeing_with_config_names_the_tensor(server, bundle, tmp_path
 
 # ============================================================================ into CLUE
 def test_downloaded_model_runs_clue_eval(server, bundle, tmp_path, monkeypatch):
-    try:
-        import zhbert.clue.run  # noqa: F401
-    except ModuleNotFoundError:
-        pytest.skip("zhbert.clue is not in this build")
     fixtures = REPO / "tests" / "fixtures" / "clue"
     if not (fixtures / "tnews_public" / "train.json").is_file():
         pytest.skip(f"{fixtures} (written by the CLUE part) is missing")
@@ -620,7 +617,7 @@ def test_tf_variables_convert_to_the_same_model(tmp_path):
     import transformers
     from safetensors.torch import save_file
 
-    from zhbert.hub.registry import tf_variables_to_state_dict
+    from zhbert.model.convert import tf_variables_to_state_dict
     from zhbert.model.modeling import BertForPreTraining
 
     hf_cfg = transformers.BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,

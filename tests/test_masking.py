@@ -401,6 +401,19 @@ def test_max_predictions_config_values():
         PretrainingCollator(VOCAB, Cfg(max_predictions="lots"), 128)
 
 
+@pytest.mark.parametrize("key, value", [("strategy", "span"), ("replace_unit", "char"), ("mask_prob", 1.0),
+                                        ("max_predictions", 0), ("mask_token_prob", 0.95),
+                                        ("ngram_probs", [0.5, 0.4])])
+def test_one_set_of_masking_rules_for_files_and_the_collator(key, value):
+    # zhbert.config.validate_masking is the only place the rules are written: a config file and
+    # a config built in code (handed to the collator) are refused for the same values.
+    with pytest.raises(ConfigError, match=rf"masking\.{key}"):
+        load_config(None, [f"masking.{key}={value}"])
+    with pytest.raises(ConfigError, match=rf"PretrainingCollator: masking\.{key}"):
+        PretrainingCollator(VOCAB, Cfg(**{key: value}), 128)
+    assert PretrainingCollator(VOCAB, Cfg(max_predictions=np.int64(20)), 128).max_predictions == 20
+
+
 # ----------------------------------------------------------------------------- real prepared data
 #
 # corpora/sample through `zhbert prepare` and the collator exactly as the trainer builds it

@@ -438,7 +438,7 @@ def test_post_layernorm_export_keeps_transformers_names(tmp_path):
 @pytest.mark.parametrize("pre_ln", [False, True])
 def test_model_card_library_matches_what_loads_it(tmp_path, pre_ln):
     """zhbert release's README.md: `library_name: transformers` only where transformers loads it."""
-    from zhbert.hub.release import _Source, model_card
+    from zhbert.release import _Source, model_card
 
     model = BertForPreTraining(BertConfig(**SMALL, pre_layernorm=pre_ln))
     model.save_pretrained(tmp_path)

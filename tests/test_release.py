@@ -53,7 +53,8 @@ def make_checkpoint(root: Path, step: int = 20, seed: int = 0, heads: bool = Tru
             "precision": "fp32", "data_dir": str(data.resolve()),  # as the trainer writes meta.json
             "config": {"data": {"dir": "relative/elsewhere", "pair_mode": "nsp", "max_seq_length": 64},
                        "masking": {"strategy": "wwm"},
-                       "train": {"lr": 5e-4, "micro_batch_size": 32, "gradient_accumulation_steps": 1}}}
+                       "train": {"lr": 5e-4, "micro_batch_size": 32, "gradient_accumulation_steps": 1}},
+            "complete": True}  # written last by the trainer: the step is finished
     (step_dir / "meta.json").write_text(json.dumps(meta))
     rows = [{"step": 10, "loss": 7.0, "mlm_loss": 6.3, "nsp_loss": 0.7, "lr": 1e-4},
             {"step": step, "loss": 6.25, "mlm_loss": 5.5, "nsp_loss": 0.75, "mlm_acc": 0.1, "lr": 5e-4,
@@ -65,7 +66,7 @@ def make_checkpoint(root: Path, step: int = 20, seed: int = 0, heads: bool = Tru
 
 @pytest.fixture(scope="module")
 def released(tmp_path_factory):
-    from zhbert.hub.release import build_release
+    from zhbert.release import build_release
 
     root = tmp_path_factory.mktemp("release")
     step_dir = make_checkpoint(root)
@@ -133,8 +134,8 @@ def test_model_card_contents(released):
 
 
 def test_tarball_is_deterministic_and_registry_entry_matches(released, tmp_path):
-    from zhbert.hub.registry import load_registry, sha256_file
-    from zhbert.hub.release import build_release
+    from zhbert.hub import load_registry, sha256_file
+    from zhbert.release import build_release
 
     step_dir, rel = released
     assert rel.tarball == rel.directory.parent / "zhbert-tiny.tar.gz"
@@ -156,7 +157,7 @@ def test_tarball_is_deterministic_and_registry_entry_matches(released, tmp_path)
 
 def test_release_without_tar_gives_files_entry(tmp_path):
     from zhbert.hub.registry import load_registry
-    from zhbert.hub.release import build_release
+    from zhbert.release import build_release
 
     rel = build_release(make_checkpoint(tmp_path), tmp_path / "out" / "plain", name="zh-plain")
     assert rel.tarball is None
@@ -167,7 +168,7 @@ def test_release_without_tar_gives_files_entry(tmp_path):
 
 
 def test_clue_results_in_card(tmp_path):
-    from zhbert.hub.release import build_release
+    from zhbert.release import build_release
 
     results = {"model": "zhbert-tiny", "seeds": [1, 2],
                "tasks": {"afqmc": {"max": 0.7, "mean": 0.69, "train_size": 10, "dev_size": 5,
@@ -188,7 +189,7 @@ def test_clue_results_in_card(tmp_path):
 
 
 def test_release_errors(tmp_path):
-    from zhbert.hub.release import build_release
+    from zhbert.release import build_release
 
     step_dir = make_checkpoint(tmp_path / "x")
     (tmp_path / "full").mkdir()

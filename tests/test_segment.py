@@ -191,3 +191,20 @@ def test_joined_batch_equals_per_sentence_reference(tok, shared_corpus_sample):
     assert segment_sentences(texts, tok, fast) == segment_sentences_reference(texts, tok, ref)  # "\r": per sentence
     dt = jieba.Tokenizer()  # the block cache gives jieba's own words
     assert all(fast.cut_words(t) == dt.lcut(t) for t in texts[:200])
+
+
+def test_cut_codes_gives_jiebas_words_on_short_and_long_text(seg, shared_corpus_sample):
+    """cut_codes cuts short text with jieba's lcut and long text (a joined batch) with
+    cut_words; both are jieba's words."""
+    import jieba
+
+    from zhbert.prep.segment import _CUT_WORDS_MIN_CHARS
+
+    dt = jieba.Tokenizer()
+    texts = shared_corpus_sample(20) + ["naïve Café", "C++和C#", "a\nb 北京\n\n上海", "行尾\r", "\r\n中国", "", "😀犇犇"]
+    long = "\n".join(texts)
+    assert len(long) >= _CUT_WORDS_MIN_CHARS > max(map(len, texts[-7:]))
+    for t in [*texts, long]:
+        assert seg.cut_codes(t)[0] == dt.lcut(t), t[:40]
+    no_hmm = Segmenter(hmm=False)
+    assert no_hmm.cut_codes(long)[0] == dt.lcut(long, HMM=False)

@@ -95,6 +95,23 @@ def test_fast_path_matches_backend_on_unicode_sample(tok):
         assert (ids, offsets) == (enc.ids, enc.offsets), ascii(text)
 
 
+def test_fast_path_tables(bert_chinese_vocab):
+    """The public fast-path object: its code-point array agrees with its dict, it is built once,
+    and a new normalisation (another backend) gets new tables (full-width "，" folds to "," and
+    stops being fast)."""
+    tok = ChineseTokenizer.from_vocab(bert_chinese_vocab)
+    fast = tok.fast_path()
+    assert tok.fast_path() is fast
+    assert fast.ids["中"] == tok.vocab["中"] and fast.ids["，"] == tok.vocab["，"]
+    assert all(fast.code_ids[ord(c)] == i for c, i in fast.ids.items())
+    assert fast.code_ids[ord("a")] == -1 and fast.code_ids[0x9FFF] == tok.unk_id  # CJK, not in the vocab
+    assert [m.group() for m in fast.slow_re.finditer("我用iPhone13\nx拍")] == ["iPhone13\nx"]
+    assert [m.group() for m in fast.runs_re.finditer("我用iPhone13\nx拍")] == ["iPhone13", "x"]  # stops at "\n"
+    tok.normalization = {"fullwidth": True, "t2s": False}
+    assert tok.fast_path() is not fast and "，" not in tok.fast_path().ids
+    assert tok.encode("北京，上海")[0] == tok.backend.encode("北京，上海", add_special_tokens=False).ids
+
+
 def test_offsets_index_the_original_text(tok, corpus_lines):
     assert tok.encode("Café 😀") == ([8377, 100], [(0, 4), (5, 6)])
     text = "ÉCOLE的Straße，ＡＢＣ"

@@ -269,7 +269,7 @@ def test_incompatible_vocab_exits_2_naming_both(data, tmp_path):
 
 def test_mfu_flops_count_the_non_embedding_parameters():
     from zhbert.model.modeling import BertConfig, BertForPreTraining
-    from zhbert.train.trainer import model_flops_per_token
+    from zhbert.train.metrics import model_flops_per_token
 
     config = BertConfig(vocab_size=500, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
                         intermediate_size=96)

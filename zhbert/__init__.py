@@ -5,8 +5,9 @@ The packages follow the pipeline (docs/DESIGN.md has the import rule and the con
     zhbert/prep/    corpus -> tokenizer -> segment (+ fastcut) -> instances -> prepare
     zhbert/model/   modeling (BERT, HF names), weights, padding, cpu_ops
     zhbert/train/   masking, collator, order (per-rank data order), ds_config, trainer, checkpoint, plot
-    zhbert/hub/     registry + downloads, release bundles
+    zhbert/hub/     checkpoints by name: registry, downloads, archives, the one name/dir resolver
     zhbert/clue/    CLUE fine-tuning and scoring
+    release.py      release bundles (the last stage: weights + model card + CLUE results)
     config.py  errors.py  files.py  cache.py  cli.py   shared by all stages
 """
 
@@ -42,7 +43,7 @@ MOVED = {
     "modeling": "model.modeling", "weights": "model.weights", "padding": "model.padding", "cpu_ops": "model.cpu_ops",
     "masking": "train.masking", "collator": "train.collator", "data": "train.order", "ds_config": "train.ds_config",
     "checkpoint": "train.checkpoint", "trainer": "train.trainer", "plot": "train.plot",
-    "hub": "hub", "release": "hub.release",
+    "hub": "hub",
 }
 
 

@@ -140,24 +140,151 @@ def _run_vocab_build(args) -> int:
 
 
 # --------------------------------------------------------------------------------------
-# Commands of later stages register here (export, plot, eval, download, release).
+# zhbert download
 
 
-def _add_later_stages(sub) -> None:
-    for module, fn in (
-        ("zhbert.train.checkpoint", "add_cli"),  # zhbert export
-        ("zhbert.train.plot", "add_cli"),  # zhbert plot
-        ("zhbert.clue.cli", "add_cli"),  # zhbert eval clue
-        ("zhbert.hub.registry", "add_cli"),  # zhbert download
-        ("zhbert.hub.release", "add_cli"),  # zhbert release
-    ):
-        try:
-            mod = __import__(module, fromlist=[fn])
-        except ModuleNotFoundError as e:
-            if e.name and (e.name == module or module.startswith(e.name + ".")):
-                continue  # stage not present in this build
-            raise
-        getattr(mod, fn)(sub)
+def _add_download(sub) -> None:
+    p = sub.add_parser(
+        "download", help="fetch a released checkpoint (registry name, hub id or URL)",
+        description="Download a checkpoint into the cache and print its local directory (only "
+        "that, on stdout). Names come from configs/checkpoints.yaml, $ZHBERT_REGISTRY and "
+        "--registry; hub ids (org/name) and http(s) URLs of .tar.gz/.zip bundles work directly.")
+    p.add_argument("name", nargs="?", metavar="NAME_OR_URL")
+    p.add_argument("--cache-dir", help="default: $ZHBERT_CACHE, $XDG_CACHE_HOME/zhbert or ~/.cache/zhbert "
+                   "(URL bundles); hub entries use the Hugging Face cache unless this is given")
+    p.add_argument("--revision", help="hub branch, tag or commit")
+    p.add_argument("--registry", action="append", default=[], metavar="FILE",
+                   help="extra registry YAML (repeatable; later files override earlier names)")
+    p.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="give up on a URL download when the server sends nothing for this long "
+                   "(connecting, waiting for a reply, or between data; default: 60)")
+    p.add_argument("--list", action="store_true", help="show the registry and what is cached")
+    p.set_defaults(func=_run_download)
+
+
+def _run_download(args) -> int:
+    from zhbert.errors import ConfigError
+    from zhbert.hub.download import download, list_registry
+
+    if args.list:
+        sys.stdout.write(list_registry(args.registry, args.cache_dir))
+        return 0
+    if not args.name:
+        raise ZhbertError("give a checkpoint NAME_OR_URL (or --list)")
+    if not (args.timeout > 0 and args.timeout != float("inf")):  # NaN fails the first test
+        raise ConfigError(f"--timeout {args.timeout:g}: expected a positive number of seconds")
+    print(download(args.name, cache_dir=args.cache_dir, revision=args.revision,
+                   registry_files=args.registry, timeout=args.timeout))
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# zhbert release
+
+
+def _add_release(sub) -> None:
+    p = sub.add_parser(
+        "release", help="bundle a pretraining checkpoint for others: HF dir, model card, SHA256SUMS",
+        description="Build a release directory from a pretraining checkpoint (RUN/checkpoints/"
+        "step_<N>/): HF BertForPreTraining weights with both heads, tokenizer files, a README.md "
+        "model card and a SHA256SUMS manifest; with --tar also a deterministic .tar.gz next to it. "
+        "Prints (and writes as OUT/registry_entry.yaml) the registry entry for `zhbert download`.")
+    p.add_argument("ckpt", metavar="CKPT", help="step_<N>/ checkpoint dir (or its hf/, or a run dir)")
+    p.add_argument("out", metavar="OUT", help="release directory to create")
+    p.add_argument("--results", help="results.json of `zhbert eval clue` for the model card")
+    p.add_argument("--tar", action="store_true", help="also write OUT/../NAME.tar.gz")
+    p.add_argument("--name", help="release name (default: OUT's directory name)")
+    p.add_argument("--url-placeholder", metavar="URL", help="url to put in the registry entry")
+    p.add_argument("--description", help="one-line description for the registry entry")
+    p.set_defaults(func=_run_release)
+
+
+def _run_release(args) -> int:
+    from zhbert.release import build_release
+
+    rel = build_release(args.ckpt, args.out, results=args.results, tar=args.tar, name=args.name,
+                        url_placeholder=args.url_placeholder, description=args.description)
+    print(f"release directory: {rel.directory}", file=sys.stderr)
+    if rel.tarball:
+        print(f"tarball: {rel.tarball} ({rel.size:,} bytes, sha256 {rel.sha256})", file=sys.stderr)
+    print(f"registry entry ({rel.directory / 'registry_entry.yaml'}):", file=sys.stderr)
+    sys.stdout.write(rel.registry_yaml)
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# Commands of later stages register here (export, plot, eval).
+
+
+def _add_checkpoint_tools(sub) -> None:
+    p = sub.add_parser(
+        "export", help="checkpoint (step_<N>/ or DeepSpeed/ZeRO state) -> HF-format directory",
+        description="Write config.json + model.safetensors (+ tokenizer files) that "
+        "transformers.BertForPreTraining.from_pretrained loads. CKPT is a step_<N> directory, a "
+        "run directory (newest complete checkpoint) or a bare DeepSpeed checkpoint folder.")
+    p.add_argument("ckpt", help="checkpoint directory")
+    p.add_argument("out", help="output directory (must not exist or be empty)")
+    p.add_argument("--tokenizer", help="directory with vocab.txt to include (default: from the checkpoint)")
+    p.set_defaults(func=_run_export)
+
+    u = sub.add_parser(
+        "universal", help="convert a step_<N> checkpoint to a DeepSpeed universal checkpoint (world-size change)",
+        description="Runs deepspeed.checkpoint.ds_to_universal on STEP_DIR/ds/<tag> and records the result in "
+        "meta.json. Then resume on any number of ranks with train.resume=STEP_DIR train.resume_universal=true. "
+        "ZeRO-0 checkpoints need no conversion (it says so).")
+    u.add_argument("step_dir", help="a complete checkpoints/step_<N> directory")
+    u.set_defaults(func=_run_universal)
+
+    g = sub.add_parser("plot", help="loss/accuracy curves (PNG) from RUN_DIR/metrics.jsonl",
+                       description="Write loss.png, accuracy.png and lr.png for a training run.")
+    g.add_argument("run_dir", help="a training output_dir (holds metrics.jsonl)")
+    g.add_argument("--out", help="output directory (default: RUN_DIR/plots)")
+    g.set_defaults(func=_run_plot)
+
+    v = sub.add_parser(
+        "verdict", help="did pretraining work? the newest checkpoint vs the unigram and coin-flip baselines",
+        description="Score RUN_DIR's newest checkpoint on its whole validation split: masked-LM loss and "
+        "accuracy against predicting characters by their frequency, NSP/SOP accuracy against 50%%.")
+    v.add_argument("run_dir", help="a training output_dir")
+    v.add_argument("--json", help="also write the figures to this JSON file")
+    v.set_defaults(func=_run_verdict)
+
+
+def _run_export(args) -> int:
+    from zhbert.train.checkpoint import export
+
+    print(export(args.ckpt, args.out, tokenizer_dir=args.tokenizer))
+    return 0
+
+
+def _run_universal(args) -> int:
+    from zhbert.train.checkpoint import NothingToConvert, to_universal
+
+    try:
+        print(to_universal(args.step_dir))
+    except NothingToConvert as e:
+        print(f"zhbert universal: {e}")
+    return 0
+
+
+def _run_plot(args) -> int:
+    from zhbert.train.plot import plot_run
+
+    for path in plot_run(args.run_dir, args.out):
+        print(path)
+    return 0
+
+
+def _run_verdict(args) -> int:
+    from pathlib import Path
+
+    from zhbert.train import verdict
+
+    v = verdict.verdict(args.run_dir)
+    print("\n".join(v.lines()))
+    if args.json:
+        verdict.write(v, Path(args.json))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,7 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     _add_prepare(sub)
     _add_vocab(sub)
-    _add_later_stages(sub)
+    _add_checkpoint_tools(sub)
+    from zhbert.clue.cli import add_cli as _add_eval
+
+    _add_eval(sub)
+    _add_download(sub)
+    _add_release(sub)
     return parser
 
 

@@ -14,7 +14,9 @@ Override values are parsed as YAML scalars/flow collections, so ``train.seed=3``
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import numbers
 import types
 import typing
 from dataclasses import dataclass, field
@@ -33,31 +35,52 @@ from zhbert.errors import ConfigError
 class DataConfig:
     """Corpus preparation (``zhbert prepare``) and where training reads instances."""
 
-    input: list[str] = field(default_factory=list)  # corpus files or directories
-    dir: str = "runs/data/sample"  # output of `zhbert prepare` (read by training)
-    vocab: str = "configs/vocab/sample_vocab.txt"  # BERT vocab.txt (built from corpora/sample)
-    format: str = "auto"  # auto | bert | plain | jsonl | wiki
-    text_field: str = "text"  # jsonl field holding the text
-    # Fold full-width ASCII forms (，！？：；（）Ａ１...) to ASCII. None = what the model's
-    # vocabulary saw: the model.init_from checkpoint's recorded setting, else off (as for
-    # bert-base-chinese and HFL's models). Folding changes 4.6% of the tokens of CLUE's dev
-    # text (docs/data.md, "Normalisation").
+    input: list[str] = field(default_factory=list)
+    """corpus files or directories."""
+    dir: str = "runs/data/sample"
+    """output of `zhbert prepare` (read by training)"""
+    vocab: str = "configs/vocab/sample_vocab.txt"
+    """BERT vocab.txt (built from corpora/sample)"""
+    format: str = "auto"
+    """auto | bert | plain | jsonl | wiki."""
+    text_field: str = "text"
+    """jsonl field holding the text."""
     fullwidth: Optional[bool] = None
-    t2s: bool = False  # traditional -> simplified Chinese
-    dedup: bool = True  # drop exact duplicate documents
+    """Fold full-width ASCII forms (，！？：；（）Ａ１...) to ASCII. None = what the model's vocabulary saw:
+    the model.init_from checkpoint's recorded setting, else off (as for bert-base-chinese and
+    HFL's models). Folding changes 4.6% of the tokens of CLUE's dev text (docs/data.md,
+    "Normalisation").
+    """
+    t2s: bool = False
+    """traditional -> simplified Chinese."""
+    dedup: bool = True
+    """drop exact duplicate documents."""
     max_seq_length: int = 128
-    short_seq_prob: float = 0.1  # Google: 10% of instances get a shorter random target length
-    pair_mode: str = "nsp"  # nsp | sop | none
-    dupe_factor: int = 1  # passes over the corpus with different random pairings
-    validation_fraction: float = 0.02  # share of documents routed to the validation split
+    """Tokens per instance, [CLS]/[SEP] included."""
+    short_seq_prob: float = 0.1
+    """Google: 10% of instances get a shorter random target length."""
+    pair_mode: str = "nsp"
+    """nsp | sop | none."""
+    dupe_factor: int = 1
+    """passes over the corpus with different random pairings."""
+    validation_fraction: float = 0.02
+    """share of documents routed to the validation split."""
     jieba_hmm: bool = True
+    """jieba's HMM for words not in its dictionary (jieba.lcut(HMM=True))."""
     jieba_user_dict: Optional[str] = None
-    entity_mode: str = "dict"  # dict | posseg | none (ERNIE entity/phrase spans)
-    shard_documents: int = 2000  # documents per shard (unit of parallelism and resume) ...
-    shard_chars: int = 2_000_000  # ... or fewer: a shard also closes at this many characters
+    """Extra jieba dictionary (word [freq] [tag] per line)."""
+    entity_mode: str = "dict"
+    """dict | posseg | none (ERNIE entity/phrase spans)"""
+    shard_documents: int = 2000
+    """documents per shard (unit of parallelism and resume) ..."""
+    shard_chars: int = 2_000_000
+    """... or fewer: a shard also closes at this many characters."""
     workers: int = 1
+    """Worker processes of `zhbert prepare`."""
     seed: int = 12345
+    """Seed (pairing, splitting, validation choice for data; init, data order and masks for train)."""
     overwrite: bool = False
+    """Replace an existing output directory (the old one stays until the new one is complete)."""
 
     def validate(self, where: str) -> None:
         _choice(where, "data.format", self.format, ["auto", "bert", "plain", "jsonl", "wiki"])
@@ -77,22 +100,37 @@ class ModelConfig:
     """Model shape: a BERT config file (YAML/JSON, HF field names) plus inline overrides."""
 
     config: Optional[str] = "configs/model/tiny.yaml"
-    init_from: Optional[str] = None  # HF-format checkpoint dir (or registry name) to continue from
-    # Inline fields override the file (HF names); None = take from file / default.
+    """A BERT config file (YAML/JSON, HF field names); the inline fields below override it."""
+    init_from: Optional[str] = None
+    """HF-format checkpoint dir (or registry name) to continue from."""
     vocab_size: Optional[int] = None
+    """Inline fields override the file (HF names); None = take from file / default."""
     hidden_size: Optional[int] = None
+    """Width H of every layer (HF name)."""
     num_hidden_layers: Optional[int] = None
+    """Transformer layers L."""
     num_attention_heads: Optional[int] = None
+    """Attention heads per layer (H must divide by it)."""
     intermediate_size: Optional[int] = None
+    """Feed-forward inner width (usually 4H)."""
     hidden_act: Optional[str] = None
+    """Feed-forward activation: gelu (BERT), gelu_new, relu, ..."""
     hidden_dropout_prob: Optional[float] = None
+    """Dropout on embeddings and sublayer outputs."""
     attention_probs_dropout_prob: Optional[float] = None
+    """Dropout on the attention probabilities."""
     max_position_embeddings: Optional[int] = None
+    """Learned positions; must be >= data.max_seq_length."""
     type_vocab_size: Optional[int] = None
+    """Segment (token type) embeddings: 2 for sentence pairs."""
     initializer_range: Optional[float] = None
+    """Std of the truncated-normal weight init."""
     layer_norm_eps: Optional[float] = None
+    """LayerNorm epsilon."""
     pre_layernorm: Optional[bool] = None
+    """zhbert extension: LayerNorm before each sublayer + a final one (saved as zhbert-preln-bert)."""
     gradient_checkpointing: bool = False
+    """Recompute activations in backward (less memory, ~30% more compute)."""
 
     def overrides(self) -> dict[str, Any]:
         """The inline BERT fields that were set."""
@@ -104,34 +142,64 @@ class ModelConfig:
         }
 
 
+MASKING_STRATEGIES = ("char", "wwm", "entity", "ngram")
+REPLACE_UNITS = ("token", "word")
+
+
 @dataclass
 class MaskingConfig:
-    """Dynamic masking (see zhbert/train/masking.py for the strategies, budget and 80/10/10 rule)."""
+    """Dynamic masking (see zhbert/train/masking.py for the strategies, budget and 80/10/10 rule).
 
-    strategy: str = "wwm"  # char | wwm | entity | ngram
+    Its rules are :func:`validate_masking`'s, the only place they are written: the masking
+    functions trust their ``cfg`` (they assert only against programming errors).
+    """
+
+    strategy: str = "wwm"
+    """char | wwm | entity | ngram (MASKING_STRATEGIES)"""
     mask_prob: float = 0.15
-    # Cap on predictions per sequence. auto = ceil(mask_prob * data.max_seq_length): 20 at 128,
-    # 77 at 512, never binding. An explicit value below that warns (20 at 512 predicts ~5%).
+    """Fraction of real tokens to predict."""
     max_predictions: Union[int, str] = "auto"
+    """Cap on predictions per sequence. auto = ceil(mask_prob * data.max_seq_length): 20 at 128, 77
+    at 512, never binding. An explicit value below that warns (20 at 512 predicts ~5%).
+    """
     mask_token_prob: float = 0.8
+    """Share of the chosen tokens replaced by [MASK]."""
     random_token_prob: float = 0.1
-    # Where the 80/10/10 decision is drawn: token = per chosen token (Google, HFL
-    # Chinese-BERT-wwm); word = once per chosen word / entity / n-gram.
-    replace_unit: str = "token"  # token | word
+    """Share replaced by a random real token; the rest stays unchanged."""
+    replace_unit: str = "token"
+    """Where the 80/10/10 decision is drawn: token = per chosen token (Google, HFL
+    Chinese-BERT-wwm); word = once per chosen word / entity / n-gram. token | word
+    (REPLACE_UNITS)
+    """
     ngram_probs: list[float] = field(default_factory=lambda: [0.4, 0.3, 0.2, 0.1])
+    """P(n) of an n-gram of n whole words, n = 1, 2, ... (strategy ngram; MacBERT's 40/30/20/10)"""
 
     def validate(self, where: str) -> None:
-        _choice(where, "masking.strategy", self.strategy, ["char", "wwm", "entity", "ngram"])
-        _choice(where, "masking.replace_unit", self.replace_unit, ["token", "word"])
-        _check(where, "masking.mask_prob", 0 < self.mask_prob < 1, "must be in (0, 1)")
-        mp = self.max_predictions
-        _check(where, "masking.max_predictions", mp == "auto" or (isinstance(mp, int) and mp >= 1),
-               f"must be auto or an integer >= 1; got {mp!r}")
-        p = self.mask_token_prob + self.random_token_prob
-        _check(where, "masking.mask_token_prob", self.mask_token_prob >= 0 and self.random_token_prob >= 0 and p <= 1,
-               "mask_token_prob and random_token_prob must be >= 0 and sum to <= 1")
-        _check(where, "masking.ngram_probs", len(self.ngram_probs) >= 1 and all(x >= 0 for x in self.ngram_probs)
-               and abs(sum(self.ngram_probs) - 1) < 1e-6, "must be non-negative and sum to 1")
+        validate_masking(self, where)
+
+
+def validate_masking(cfg: Any, where: str) -> None:
+    """The masking rules, for a MaskingConfig or any object with its fields.
+
+    ``load_config`` applies them to a file's ``masking`` section; ``PretrainingCollator``
+    (zhbert/train/collator.py) applies them to the config it is given, which may have been
+    built in code. Integers may be numpy integers (never bools); the two replacement
+    probabilities may sum to 1 up to rounding (1e-9).
+    """
+    _choice(where, "masking.strategy", cfg.strategy, list(MASKING_STRATEGIES))
+    _choice(where, "masking.replace_unit", cfg.replace_unit, list(REPLACE_UNITS))
+    _check(where, "masking.mask_prob", 0 < cfg.mask_prob < 1, "must be in (0, 1)")
+    mp = cfg.max_predictions
+    _check(where, "masking.max_predictions",
+           (isinstance(mp, str) and mp == "auto")
+           or (isinstance(mp, numbers.Integral) and not isinstance(mp, bool) and mp >= 1),
+           f"must be auto or an integer >= 1; got {mp!r}")
+    pm, pr = cfg.mask_token_prob, cfg.random_token_prob
+    _check(where, "masking.mask_token_prob", pm >= 0 and pr >= 0 and pm + pr <= 1 + 1e-9,
+           "mask_token_prob and random_token_prob must be >= 0 and sum to <= 1")
+    probs = list(cfg.ngram_probs)
+    _check(where, "masking.ngram_probs", len(probs) >= 1 and all(x >= 0 for x in probs)
+           and abs(sum(probs) - 1) < 1e-6, "must be non-negative and sum to 1")
 
 
 @dataclass
@@ -139,38 +207,66 @@ class TrainConfig:
     """The training loop, checkpointing and resume."""
 
     output_dir: str = "runs/pretrain/tiny"
-    max_steps: int = 300  # optimizer steps
-    micro_batch_size: int = 16  # per rank, per forward
+    """Run directory: checkpoints/, metrics.jsonl, config.yaml, ds_config.json, wandb/."""
+    max_steps: int = 300
+    """optimizer steps."""
+    micro_batch_size: int = 16
+    """per rank, per forward."""
     gradient_accumulation_steps: int = 1
+    """Micro-batches per optimizer step."""
     lr: float = 5e-4
-    min_lr_ratio: float = 0.0  # final lr = lr * min_lr_ratio
+    """Peak learning rate."""
+    min_lr_ratio: float = 0.0
+    """final lr = lr * min_lr_ratio."""
     weight_decay: float = 0.01
+    """AdamW weight decay (none on biases and LayerNorm)."""
     adam_beta1: float = 0.9
+    """Adam beta1."""
     adam_beta2: float = 0.999
+    """Adam beta2."""
     adam_eps: float = 1e-6
+    """Adam epsilon."""
     warmup_steps: int = 30
-    decay: str = "linear"  # linear | cosine | constant
+    """Linear warmup steps (>= 2: DeepSpeed schedulers)."""
+    decay: str = "linear"
+    """linear | cosine | constant."""
     clip_grad_norm: float = 1.0
+    """Gradient clipping by global norm; 0 = off."""
     checkpoint_every: int = 100
+    """Save a checkpoint every N steps (and at the end)."""
     keep_last: int = 3
-    resume: str = "auto"  # auto | never | path to a checkpoint dir
+    """Complete checkpoints kept (older ones are pruned after a new one is complete)."""
+    resume: str = "auto"
+    """auto | never | path to a checkpoint dir."""
     seed: int = 42
+    """Seed (pairing, splitting, validation choice for data; init, data order and masks for train)."""
     log_every: int = 10
+    """metrics.jsonl / wandb / console record every N steps (and steps 1, last, eval, non-finite)."""
     eval_every: int = 100
+    """Validation pass every N steps (and at the end)."""
     eval_batches: int = 20
+    """Validation batches per pass."""
     dataloader_workers: int = 0
-    peak_tflops: float = 0.0  # per device, for the MFU estimate; 0 = guess from the device
-    prepare_if_missing: bool = True  # run `zhbert prepare` for data.dir when it does not exist
-    resume_universal: bool = False  # resume from a DeepSpeed universal checkpoint (world-size change)
-    eval_seed: int = 1234  # fixed masking rng for eval passes, so evals are comparable
-    # A step whose loss or gradient norm is NaN/inf is never applied to the weights. `stop`
-    # ends the run (exit 3, naming the step and the last good checkpoint); `skip` drops the
-    # step and goes on, and stops after `max_nonfinite_skips` such steps in a row.
-    on_nonfinite: str = "stop"  # stop | skip
-    # Resume or model.init_from with data normalised differently (data.fullwidth, data.t2s)
-    # from what the checkpoint was trained on is refused unless this is true.
+    """Background threads assembling batches (0: in the loop)."""
+    peak_tflops: float = 0.0
+    """per device, for the MFU estimate; 0 = guess from the device."""
+    prepare_if_missing: bool = True
+    """run `zhbert prepare` for data.dir when it does not exist."""
+    resume_universal: bool = False
+    """resume from a DeepSpeed universal checkpoint (world-size change)"""
+    eval_seed: int = 1234
+    """fixed masking rng for eval passes, so evals are comparable."""
+    on_nonfinite: str = "stop"
+    """A step whose loss or gradient norm is NaN/inf is never applied to the weights. `stop` ends
+    the run (exit 3, naming the step and the last good checkpoint); `skip` drops the step and
+    goes on, and stops after `max_nonfinite_skips` such steps in a row. stop | skip.
+    """
     allow_normalization_change: bool = False
+    """Resume or model.init_from with data normalised differently (data.fullwidth, data.t2s) from
+    what the checkpoint was trained on is refused unless this is true.
+    """
     max_nonfinite_skips: int = 5
+    """With on_nonfinite=skip: stop after this many non-finite steps in a row."""
 
     def validate(self, where: str) -> None:
         for key in ("max_steps", "micro_batch_size", "gradient_accumulation_steps", "checkpoint_every",
@@ -198,18 +294,28 @@ class DeepSpeedConfig:
     """Everything the DeepSpeed JSON is derived from (see zhbert/train/ds_config.py)."""
 
     zero_stage: int = 0
-    precision: str = "fp32"  # fp32 | bf16 | fp16
-    optimizer: str = "adamw"  # adamw | lamb (lamb needs CUDA)
-    offload_optimizer: str = "none"  # none | cpu | nvme
-    offload_param: str = "none"  # none | cpu | nvme (ZeRO-3 only)
+    """ZeRO stage 0-3 (0: plain data parallel; 1-3 shard optimizer state, gradients, parameters)."""
+    precision: str = "fp32"
+    """fp32 | bf16 | fp16."""
+    optimizer: str = "adamw"
+    """adamw | lamb (lamb needs CUDA)"""
+    offload_optimizer: str = "none"
+    """none | cpu | nvme."""
+    offload_param: str = "none"
+    """none | cpu | nvme (ZeRO-3 only)"""
     nvme_path: Optional[str] = None
-    torch_adam: Optional[bool] = None  # None = auto (True on CPU)
-    loss_scale: float = 0.0  # fp16: 0 = dynamic
-    # A DeepSpeed JSON file merged into the derived config (``--deepspeed_config FILE``); then
-    # ``extra`` over it. Derived keys may only repeat the derived value or be "auto"
-    # (zhbert/train/ds_config.py says which and why).
+    """Directory for nvme offload."""
+    torch_adam: Optional[bool] = None
+    """None = auto (True on CPU)"""
+    loss_scale: float = 0.0
+    """fp16: 0 = dynamic."""
     config_file: Optional[str] = None
+    """A DeepSpeed JSON file merged into the derived config (``--deepspeed_config FILE``); then
+    ``extra`` over it. Derived keys may only repeat the derived value or be "auto"
+    (zhbert/train/ds_config.py says which and why).
+    """
     extra: dict[str, Any] = field(default_factory=dict)
+    """Any DeepSpeed keys, merged over config_file; derived keys may only repeat their value or be "auto"."""
 
     def validate(self, where: str) -> None:
         _choice(where, "deepspeed.zero_stage", self.zero_stage, [0, 1, 2, 3])
@@ -230,13 +336,20 @@ class DeepSpeedConfig:
 class WandbConfig:
     """Weights & Biases logging (rank 0 only)."""
 
-    mode: str = "offline"  # online | offline | disabled
+    mode: str = "offline"
+    """online | offline | disabled."""
     project: str = "zhbert"
+    """wandb project."""
     entity: Optional[str] = None
+    """wandb entity (team or user); default: yours."""
     name: Optional[str] = None
+    """wandb run name; default: wandb picks one."""
     group: Optional[str] = None
+    """wandb group (e.g. one per ablation)."""
     tags: list[str] = field(default_factory=list)
-    dir: Optional[str] = None  # default: the run's output_dir
+    """wandb tags."""
+    dir: Optional[str] = None
+    """default: the run's output_dir."""
 
     def validate(self, where: str) -> None:
         _choice(where, "wandb.mode", self.mode, ["online", "offline", "disabled"])
@@ -247,11 +360,17 @@ class PretrainConfig:
     """The whole pretraining run: one YAML file."""
 
     data: DataConfig = field(default_factory=DataConfig)
+    """Corpus preparation and where training reads instances."""
     model: ModelConfig = field(default_factory=ModelConfig)
+    """Model shape or the checkpoint to start from."""
     masking: MaskingConfig = field(default_factory=MaskingConfig)
+    """Dynamic masking."""
     train: TrainConfig = field(default_factory=TrainConfig)
+    """The training loop, checkpointing and resume."""
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    """What the DeepSpeed JSON is derived from."""
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    """Weights & Biases logging."""
 
     def validate(self, where: str) -> None:
         for f in dataclasses.fields(self):
@@ -265,9 +384,10 @@ class PretrainConfig:
 
 @dataclass
 class PrepareFileConfig:
-    """A YAML file holding only the data section (configs/prepare/*.yaml)."""
+    """A YAML file holding only the data section (``zhbert prepare --config FILE``)."""
 
     data: DataConfig = field(default_factory=DataConfig)
+    """Corpus preparation and where training reads instances."""
 
     def validate(self, where: str) -> None:
         self.data.validate(where)
@@ -278,12 +398,10 @@ class PrepareFileConfig:
 
 
 def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]] = None,
-                cls: type = PretrainConfig, base_dir: Optional[str | Path] = None):
-    """Load ``cls`` from a YAML file (or defaults when ``path`` is None), apply overrides.
-
-    ``base_dir`` is accepted for symmetry with callers that resolve relative paths; paths in
-    configs are taken relative to the current directory, as the CLI documents.
-    """
+                cls: type = PretrainConfig):
+    """Load ``cls`` from a YAML file (or defaults when ``path`` is None), apply overrides, and
+    validate the result once (each section's ``validate``). Paths in configs are taken
+    relative to the current directory, as the CLI documents."""
     raw: dict[str, Any] = {}
     where = str(path) if path is not None else "config overrides"
     if path is not None:
@@ -436,3 +554,54 @@ def _check(where: str, key: str, ok: bool, msg: str) -> None:
 def _choice(where: str, key: str, value: Any, allowed: list) -> None:
     if value not in allowed:
         raise ConfigError(f"{where}: {key} must be one of {', '.join(map(str, allowed))}; got {value!r}")
+
+
+# ---------------------------------------------------------------------------------------
+# The config reference (docs/config.md) is generated from the field docstrings above.
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """``{field: docstring}`` of a config dataclass: the string literal right after each field
+    (the attribute-docstring convention Sphinx reads), taken from the source with ``ast``."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for stmt, nxt in zip(body, body[1:] + [None]):
+        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+            if isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
+                docs[stmt.target.id] = " ".join(nxt.value.value.split())
+            else:
+                docs[stmt.target.id] = ""
+    return docs
+
+
+def reference_markdown() -> str:
+    """docs/config.md: every section and key of a pretraining config, its type, default and
+    meaning (regenerate: ``python -m zhbert.config > docs/config.md``; a test checks it)."""
+    lines = ["# Configuration reference", "",
+             "Generated from the field docstrings of `zhbert/config.py` by `python -m zhbert.config` "
+             "(`tests/test_config.py` fails when this page is stale). Defaults are the code's; a config "
+             "file such as `configs/pretrain/tiny.yaml` sets its own values for some keys "
+             "(`python scripts/pretrain.py` writes the resolved values to `OUTPUT_DIR/config.yaml`).", ""]
+    hints = typing.get_type_hints(PretrainConfig)
+    for section in dataclasses.fields(PretrainConfig):
+        cls = hints[section.name]
+        lines += [f"## `{section.name}`", "", " ".join((cls.__doc__ or "").split()), "",
+                  "| key | type | default | meaning |", "|---|---|---|---|"]
+        docs = field_docs(cls)
+        types = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            typ = str(types[f.name]).replace("typing.", "").replace("<class '", "").replace("'>", "")
+            lines.append(f"| `{f.name}` | {typ} | `{json.dumps(default, ensure_ascii=False)}` | "
+                         f"{docs.get(f.name, '').replace('|', '/')} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m zhbert.config > docs/config.md
+    print(reference_markdown(), end="")

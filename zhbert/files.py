@@ -29,7 +29,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from zhbert.errors import DataError
 
@@ -79,10 +79,12 @@ def is_disk_full(e: BaseException) -> bool:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``path`` through a temporary sibling and ``os.replace``: readers see the old
-    file or the whole new one, never a torn one. The temporary file is removed on failure
-    (a full disk must not leave half files behind); the data is fsync'ed before the rename,
-    so a marker written this way never becomes durable before its content does."""
+    """Write ``path`` (UTF-8) through a temporary sibling ``.NAME.tmp-PID`` and ``os.replace``:
+    readers see the old file or the whole new one, never a torn one. The temporary file is
+    removed on failure (a full disk must not leave half files behind); the data is fsync'ed
+    before the rename, so a marker written this way never becomes durable before its content
+    does. zhbert's one atomic text writer: use it (or :func:`write_json_atomic`) for every
+    small file whose readers must never see half of it."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
@@ -98,8 +100,10 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+def write_json_atomic(path: Path, obj: Any, default: Optional[Callable[[Any], Any]] = None) -> None:
+    """``obj`` as indented UTF-8 JSON (plus a final newline), written by :func:`write_text_atomic`.
+    ``default``: as for ``json.dumps``, e.g. ``str`` for values JSON has no type for."""
+    write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2, default=default) + "\n")
 
 
 def fsync_file(path: Path) -> None:

@@ -112,22 +112,16 @@ def _optimizer(model, cfg: ClueTaskConfig, total_steps: int):
 
 
 def _deepspeed_engine(model, opt, sched, cfg: ClueTaskConfig, device):
-    import os
-
+    """A single-process DeepSpeed engine around the fine-tuning model (launch and DeepSpeed
+    JSON from the same places pretraining uses: zhbert.train.launch, zhbert.train.ds_config)."""
     import deepspeed
 
-    os.environ.setdefault("RANK", "0"), os.environ.setdefault("LOCAL_RANK", "0")
-    os.environ.setdefault("WORLD_SIZE", "1"), os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(29500 + random.Random().randrange(1000)))
-    deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo", verbose=False)
-    ds_config = {
-        "train_micro_batch_size_per_gpu": cfg.batch_size,
-        "gradient_accumulation_steps": 1,
-        "gradient_clipping": cfg.clip_grad_norm,
-        "zero_optimization": {"stage": 0},
-        "bf16": {"enabled": device.type == "cuda"},
-        "steps_per_print": 10 ** 9,
-    }
+    from zhbert.train.ds_config import finetune_ds_config
+    from zhbert.train.launch import setup_env, start_distributed
+
+    setup_env()
+    start_distributed()
+    ds_config = finetune_ds_config(cfg.batch_size, cfg.clip_grad_norm, bf16=device.type == "cuda")
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched, config=ds_config)
     return engine
 

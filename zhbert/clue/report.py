@@ -15,31 +15,25 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import warnings
 import zipfile
 from pathlib import Path
 from typing import Optional
 
+from zhbert.files import write_json_atomic, write_text_atomic
 from zhbert.clue.data import Split
 from zhbert.clue.tasks import TASKS, TaskSpec
 
 
 def write_json(path: Path, obj) -> None:
-    """Atomic JSON write (tmp + rename), so a crash never leaves a half file behind."""
+    """Atomic JSON write (zhbert.files), so a crash never leaves a half file behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomic(path, obj)
 
 
 def write_jsonl(path: Path, rows) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def dev_prediction_rows(spec: TaskSpec, dev: Split, pred: list[int]) -> list[dict]:

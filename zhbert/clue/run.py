@@ -19,50 +19,9 @@ from zhbert.clue.data import load_task
 from zhbert.clue.metrics import clue_average, summarize_seeds
 from zhbert.clue.tasks import ClueTaskConfig, TaskSpec, load_task_config
 from zhbert.errors import CheckpointError, DataError
+from zhbert.hub.resolve import resolve_model_dir
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "clue"
-
-
-def _is_model_dir(d: Path) -> bool:
-    return (d / "config.json").is_file() and (d / "vocab.txt").is_file() and any((d / w).is_file() for w in WEIGHT_FILES)
-
-
-def _marked_incomplete(step_dir: Path) -> bool:
-    """A zhbert checkpoint whose meta.json does not say ``"complete": true`` (killed mid-save)."""
-    meta = step_dir / "meta.json"
-    if not meta.is_file():
-        return False
-    try:
-        return json.loads(meta.read_text(encoding="utf-8")).get("complete") is not True
-    except (OSError, ValueError):
-        return True
-
-
-def resolve_model_dir(name_or_path: str) -> Path:
-    """An HF-format directory (config.json + weights + vocab.txt) from a registry name, an HF
-    dir, a zhbert checkpoint ``step_<N>/`` (its ``hf/``), or a run output dir (newest step)."""
-    try:
-        from zhbert.hub.registry import resolve_model
-    except ModuleNotFoundError:
-        resolve_model = None
-    p = Path(resolve_model(name_or_path)) if resolve_model is not None else Path(name_or_path)
-    if not p.exists():
-        raise CheckpointError(f"{name_or_path}: model not found (not a directory"
-                              + (")" if resolve_model is None else " nor a registry name)"))
-    candidates = [p, p / "hf"]
-    for ckdir in (p / "checkpoints", p):
-        steps = [d for d in ckdir.glob("step_*") if d.is_dir() and d.name[5:].isdigit()]
-        for d in sorted(steps, key=lambda d: int(d.name[5:]), reverse=True):
-            if _marked_incomplete(d):
-                continue
-            candidates += [d / "hf", d]
-    for d in candidates:
-        if _is_model_dir(d):
-            return d
-    raise CheckpointError(f"{p}: no model found; looked for config.json + model.safetensors/pytorch_model.bin "
-                          f"+ vocab.txt in {', '.join(str(d) for d in candidates[:6])}"
-                          + (" ..." if len(candidates) > 6 else ""))
 
 
 def load_model_tokenizer(model_dir: Path):
@@ -111,7 +70,7 @@ def run_clue(model: str, tasks: list[TaskSpec], data_dir: str | Path, output: st
     output.mkdir(parents=True, exist_ok=True)
     if not Path(data_dir).is_dir():
         raise DataError(f"{data_dir}: CLUE data directory not found (expected <task>_public/ folders inside)")
-    model_dir = resolve_model_dir(model)
+    model_dir = resolve_model_dir(model, what="--model")
     tokenizer = load_model_tokenizer(model_dir)
     wb = _Wandb(wandb_mode, output, group=output.name)
     results: dict = {"model": str(model), "model_dir": str(model_dir), "seeds": list(seeds), "device": device,

@@ -77,7 +77,7 @@ from torch.utils.checkpoint import checkpoint
 from zhbert.model.cpu_ops import attention, dropout
 from zhbert.errors import ConfigError
 from zhbert.model.padding import Unpadded, pad, unpad, unpad_mask
-from zhbert.model.weights import LoadReport, load_into, load_state_dict, normalize_state_dict
+from zhbert.model.weights import LoadReport, load_into, load_state_dict, normalize_state_dict, save_state_dict
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -517,14 +517,10 @@ class _BertBase(nn.Module):
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` + ``model.safetensors`` (HF layout; tied decoder keys omitted,
         as transformers does, since safetensors cannot store shared tensors)."""
-        from safetensors.torch import save_file
-
         directory = Path(directory)
         self.config.save_pretrained(directory, **self._config_extra())
-        sd = {k: v.detach().contiguous() for k, v in self.state_dict().items()
-              if not (self._encoder_prefix == "bert." and k in _TIED)}
         tmp = directory / (WEIGHTS_NAME + ".tmp")
-        save_file(sd, str(tmp), metadata={"format": "pt"})
+        save_state_dict(self.state_dict(), tmp)
         tmp.replace(directory / WEIGHTS_NAME)
         return directory
 
@@ -553,9 +549,6 @@ class _BertBase(nn.Module):
                            ignore_prefixes=cls._ignore_prefixes, source=str(path))
         model.load_report = report
         return (model, report) if output_loading_info else model
-
-
-_TIED = {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}
 
 
 # ---------------------------------------------------------------------------------- models

@@ -16,6 +16,16 @@ classifier) stay randomly initialised and are reported; unexpected keys are a wa
 Files are read by :func:`load_state_dict`: ``model.safetensors`` (or the sharded
 ``model.safetensors.index.json``) first, then ``pytorch_model.bin`` (or its index) through
 ``torch.load(weights_only=True)`` so a checkpoint can never run code.
+
+Tied parameters. BERT's MLM decoder shares its weight with the word embeddings and its bias
+with ``cls.predictions.bias`` (:data:`TIED_KEYS`, tied key -> the tensor it shares). A
+safetensors file cannot hold one tensor under two names, so every writer drops the tied names
+(:func:`without_tied`, used by :func:`save_state_dict`), as transformers' ``save_pretrained``
+does; a state dict gathered from DeepSpeed may lack them too, and :func:`with_tied` puts them
+back as aliases of their targets. Code elsewhere calls these helpers instead of listing the keys.
+
+torch is imported inside the functions that need it, so the constants here (file names,
+:data:`WEIGHT_FILES`, :data:`TIED_KEYS`) cost nothing to import (``zhbert download`` uses them).
 """
 
 from __future__ import annotations
@@ -27,11 +37,12 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Mapping
 
 from zhbert.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +50,11 @@ SAFETENSORS_NAME = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 BIN_NAME = "pytorch_model.bin"
 BIN_INDEX = "pytorch_model.bin.index.json"
+# Every weights file an HF directory may hold, in the order they are preferred for reading.
+WEIGHT_FILES = (SAFETENSORS_NAME, SAFETENSORS_INDEX, BIN_NAME, BIN_INDEX)
 
-# Parameters the model ties to another one; a checkpoint may carry them or not.
+# Parameters the model ties to another one (tied key -> the key it shares its tensor with);
+# a checkpoint may carry them or not.
 TIED_KEYS = {
     "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
     "cls.predictions.decoder.bias": "cls.predictions.bias",
@@ -50,6 +64,11 @@ _BARE_PREFIXES = ("embeddings.", "encoder.", "pooler.")
 
 
 # ----------------------------------------------------------------------------- reading files
+def has_weights(directory: str | Path) -> bool:
+    """Does ``directory`` hold one of :data:`WEIGHT_FILES`?"""
+    return any((Path(directory) / name).is_file() for name in WEIGHT_FILES)
+
+
 def find_weights_file(path: str | Path) -> Path:
     """The weights file to read for ``path`` (a file, or a directory in preference order)."""
     path = Path(path)
@@ -57,7 +76,7 @@ def find_weights_file(path: str | Path) -> Path:
         return path
     if not path.is_dir():
         raise CheckpointError(f"checkpoint not found: {path}")
-    for name in (SAFETENSORS_NAME, SAFETENSORS_INDEX, BIN_NAME, BIN_INDEX):
+    for name in WEIGHT_FILES:
         if (path / name).is_file():
             return path / name
     raise CheckpointError(
@@ -66,6 +85,8 @@ def find_weights_file(path: str | Path) -> Path:
 
 
 def _read_one(file: Path) -> dict[str, Tensor]:
+    import torch
+
     try:
         if file.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -81,6 +102,8 @@ def _read_one(file: Path) -> dict[str, Tensor]:
 
 def load_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Read all tensors of a checkpoint file or directory (sharded indexes included), on CPU."""
+    from torch import Tensor
+
     file = find_weights_file(path)
     if file.name.endswith(".index.json"):
         try:
@@ -126,6 +149,31 @@ def normalize_state_dict(sd: dict[str, Tensor], target_prefix: str = "bert.") ->
     return out
 
 
+# ------------------------------------------------------------------------------ tied keys
+def without_tied(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``sd`` minus the :data:`TIED_KEYS` names: what a weights file stores."""
+    return {k: v for k, v in sd.items() if k not in TIED_KEYS}
+
+
+def with_tied(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``sd`` with every absent tied key aliasing its target (when the target is present),
+    e.g. a ZeRO-consolidated state dict, which stores shared parameters once."""
+    out = dict(sd)
+    for key, target in TIED_KEYS.items():
+        if key not in out and target in out:
+            out[key] = out[target]
+    return out
+
+
+def save_state_dict(sd: Mapping[str, Tensor], file: str | Path) -> Path:
+    """Write ``sd`` as one safetensors file (tied keys dropped, tensors made contiguous)."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous() for k, v in without_tied(sd).items()}, str(file),
+              metadata={"format": "pt"})
+    return Path(file)
+
+
 # ---------------------------------------------------------------------------- into a model
 @dataclass
 class LoadReport:
@@ -155,6 +203,8 @@ def load_into(model: nn.Module, sd: dict[str, Tensor], *, optional_prefixes: tup
     ignore_prefixes: file keys dropped silently (e.g. ``cls.`` when fine-tuning).
     Raises CheckpointError on a shape mismatch or a missing required key.
     """
+    import torch
+
     own = model.state_dict()
     sd = {k: v for k, v in sd.items() if not k.startswith(ignore_prefixes)}
     report = LoadReport(source)

@@ -1,1 +1,2 @@
-"""Stage 1, data preparation: corpus -> tokenizer -> segment (+ fastcut) -> instances -> prepare."""
+"""Stage 1, data preparation: corpus -> tokenizer -> segment (+ fastcut) -> instances -> prepare
+(which writes the instance format of ``format``)."""

@@ -3,7 +3,7 @@
 Input: documents as lists of *aligned sentences* (anything with ``ids``, ``word_ids`` and
 ``entity_ids``, e.g. ``zhbert.prep.segment.AlignedSentence``): the token ids of one real sentence
 plus, per token, the jieba word it belongs to and the entity/phrase span (-1 outside). Output:
-one dict per instance with the columns of the public instance format (docs/DESIGN.md)::
+one dict per instance with the columns of the public instance format (``zhbert.prep.format``)::
 
     input_ids            [CLS] A [SEP] B [SEP]            ([CLS] X [SEP] for pair_mode none)
     token_type_ids       0 ... 0 for [CLS] A [SEP], 1 ... 1 for B [SEP]

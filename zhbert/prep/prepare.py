@@ -104,14 +104,15 @@ from typing import Any, Iterator, Optional
 from zhbert.config import DataConfig
 from zhbert.errors import DataError, ZhbertError
 from zhbert.files import DirLock, fsync_file, is_disk_full, os_error_message, write_json_atomic, write_text_atomic
+# The instance format (columns, schemas) is zhbert.prep.format's; ``features`` is re-exported
+# for readers of prepared data.
+from zhbert.prep.format import COLUMNS, FORMAT_VERSION, SCHEMA, arrow_schema, features, features_json  # noqa: F401
 
-FORMAT_VERSION = 1
 MARKER = "zhbert_prepare.json"
 CONFIG_FILE = "prepare_config.json"
 STATS_FILE = "stats.json"
 SHARDS_DIR = "shards"
 SPLITS = ("train", "validation")
-COLUMNS = ("input_ids", "token_type_ids", "next_sentence_label", "word_ids", "entity_ids")
 PARTIAL_SUFFIX = ".zhbert-partial"  # DIR.zhbert-partial: a replacement being built
 OLD_SUFFIX = ".zhbert-old"  # DIR.zhbert-old-PID: the replaced output, until deleted
 LOCK_INSIDE = ".zhbert.lock"  # the lock file when DIR.lock cannot be created (zhbert.files.DirLock)
@@ -122,31 +123,6 @@ _SEGMENT_BATCH_CHARS = 1 << 18  # ... or fewer: a batch also closes at this many
 _HUGE_SENTENCE_CHARS = 1 << 13  # longer sentences are cut in the main process (see "Long text")
 _FULL_HASH_BYTES = 64 << 20  # input files up to this size are hashed whole, larger ones sampled
 _SAMPLE_BYTES = 1 << 20
-
-
-def features():
-    """The ``datasets.Features`` of the instance format (docs/DESIGN.md)."""
-    import datasets
-
-    return datasets.Features({
-        "input_ids": datasets.List(datasets.Value("int32")),
-        "token_type_ids": datasets.List(datasets.Value("int8")),
-        "next_sentence_label": datasets.Value("int8"),
-        "word_ids": datasets.List(datasets.Value("int32")),
-        "entity_ids": datasets.List(datasets.Value("int32")),
-    })
-
-
-def _arrow_schema():
-    import pyarrow as pa
-
-    return pa.schema([
-        ("input_ids", pa.list_(pa.int32())),
-        ("token_type_ids", pa.list_(pa.int8())),
-        ("next_sentence_label", pa.int8()),
-        ("word_ids", pa.list_(pa.int32())),
-        ("entity_ids", pa.list_(pa.int32())),
-    ])
 
 
 # ---------------------------------------------------------------------------------------
@@ -268,13 +244,12 @@ def _write_arrow(path: Path, instances: list[dict]) -> None:
     import numpy as np
     import pyarrow as pa
 
-    dtypes = {"input_ids": np.int32, "token_type_ids": np.int8, "word_ids": np.int32, "entity_ids": np.int32}
     arrays = [
-        pa.array(np.fromiter((i[c] for i in instances), dtype=np.int8, count=len(instances)))
-        if c == "next_sentence_label" else _list_array([i[c] for i in instances], dtypes[c])
-        for c in COLUMNS
+        _list_array([i[c.name] for i in instances], c.dtype) if c.per_token
+        else pa.array(np.fromiter((i[c.name] for i in instances), dtype=c.dtype, count=len(instances)))
+        for c in SCHEMA
     ]
-    table = pa.Table.from_arrays(arrays, schema=_arrow_schema())
+    table = pa.Table.from_arrays(arrays, schema=arrow_schema())
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
 
@@ -893,25 +868,21 @@ def _dead_worker(dead: list[tuple[int, int]], in_flight: list[dict]) -> DataErro
 
 
 def resolve_vocab(spec: str) -> Path:
-    """``data.vocab``: a vocab.txt file, a directory holding one, or (not a path that exists
-    and not ending in .txt) a checkpoint name, hub id or URL whose vocab.txt is used, e.g.
-    ``bert-base-chinese`` -- fetched once through zhbert.hub.registry and cached."""
+    """``data.vocab``: a vocab.txt file or a directory holding one (a prepared data dir, a
+    tokenizer dir); else any checkpoint argument -- a step_<N>/ or run dir, a registry name,
+    hub id or URL such as ``bert-base-chinese`` -- whose model's vocab.txt is used: the model
+    directory :func:`zhbert.hub.resolve.resolve_model_dir` picks for ``model.init_from`` too
+    (a download is fetched once and cached)."""
     p = Path(spec)
     if p.is_file():
         return p
-    if p.is_dir():
-        if (p / "vocab.txt").is_file():
-            return p / "vocab.txt"
-        raise DataError(f"{p}: directory has no vocab.txt (data.vocab)")
-    if spec.endswith(".txt"):
+    if (p / "vocab.txt").is_file():
+        return p / "vocab.txt"
+    if spec.endswith(".txt") and not p.exists():
         raise DataError(f"{spec}: vocab file not found (data.vocab)")
-    from zhbert.hub.registry import resolve_model
+    from zhbert.hub.resolve import resolve_model_dir
 
-    d = Path(resolve_model(spec))
-    for cand in (d / "vocab.txt", d / "hf" / "vocab.txt"):
-        if cand.is_file():
-            return cand
-    raise DataError(f"data.vocab {spec!r} resolved to {d}, which has no vocab.txt")
+    return resolve_model_dir(spec, what="data.vocab") / "vocab.txt"
 
 
 def prepare(cfg: DataConfig) -> dict:
@@ -1131,18 +1102,7 @@ def _no_documents(cfg: DataConfig, rs) -> str:
     return f"{where} (format {cfg.format}; {rs.files} file(s) read{extra})"
 
 
-def _features_json() -> dict:
-    """``datasets.Features.to_dict()`` of ``features()``, written out so that finishing a
-    run needs neither ``datasets`` (1-2 s to import) nor its copy of the data; a test checks
-    it against ``datasets`` itself."""
-    def ids(dtype):
-        return {"feature": {"dtype": dtype, "_type": "Value"}, "_type": "List"}
-
-    return {"input_ids": ids("int32"), "token_type_ids": ids("int8"),
-            "next_sentence_label": {"dtype": "int8", "_type": "Value"},
-            "word_ids": ids("int32"), "entity_ids": ids("int32")}
-
-
+_features_json = features_json  # the name tests/test_prepare.py checks against ``datasets``
 _MAX_SPLIT_FILE_BYTES = 500 * 2**20  # as ``save_to_disk``'s default max_shard_size
 
 
@@ -1159,10 +1119,10 @@ def _finalise(out: Path, shards: int, tokenizer) -> dict:
     marker never stands for data that did not reach the disk."""
     import pyarrow as pa
 
-    features = _features_json()
-    schema = _arrow_schema().with_metadata(
-        {"huggingface": json.dumps({"info": {"features": features}})})
-    info = {"citation": "", "description": "", "features": features, "homepage": "", "license": ""}
+    feature_dict = features_json()
+    schema = arrow_schema().with_metadata(
+        {"huggingface": json.dumps({"info": {"features": feature_dict}})})
+    info = {"citation": "", "description": "", "features": feature_dict, "homepage": "", "license": ""}
     splits = []
     written: dict[str, int] = collections.Counter()
     for split in SPLITS:

@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 from zhbert.errors import ConfigError, DataError
-from zhbert.prep.tokenizer import CJK_CLASS, ChineseTokenizer
+from zhbert.prep.tokenizer import CJK_CLASS, ChineseTokenizer, FastPath
 
 ENTITY_TAGS = frozenset({"nr", "nrt", "nrfg", "ns", "nt", "nz"})
 NOUN_TAGS = frozenset({"n", "ng", "nz", "vn", "nr", "nrt", "nrfg", "ns", "nt"})
@@ -89,6 +89,10 @@ _TAGS_CACHE: dict[Optional[str], dict[str, str]] = {}
 _CODES_CACHE: dict[Optional[str], dict[str, str]] = {}
 _BLOCK_CACHE_SIZE = 150_000  # han blocks whose words are remembered (per Segmenter)
 _BLOCK_CACHE_CHARS = 16  # longer blocks hardly ever repeat
+# Shorter texts are cut by jieba's lcut, longer ones by Segmenter.cut_words (same words): the
+# measured break-even is ~300 characters (16 sentences of the shared corpus); one sentence is
+# ~4x faster with lcut, a batch of 2048 ~3x faster with cut_words.
+_CUT_WORDS_MIN_CHARS = 300
 
 
 def _jieba_tokenizer(user_dict: Optional[str]):
@@ -297,25 +301,34 @@ class Segmenter:
         return [(w, get(w) or _guess_tag(w)) for w in words]
 
     def cut_codes(self, text: str) -> tuple[list[str], str]:
-        """Words and one span-class code per word (see ``_TAG_CODE``): the fast path.
+        """Words and one span-class code per word (see ``_TAG_CODE``; "" in "none" mode).
 
-        In "dict" mode this is one jieba cut plus one dict lookup per word: the code table
-        (word -> E/N/A/x, from jieba's tag table) is built once per process and remembers
-        the codes of words it had to guess.
+        This is what ``segment_sentences`` cuts with. In "dict" mode it is one cut plus one
+        dict lookup per word: the code table (word -> E/N/A/x, from jieba's tag table) is
+        built once per process and remembers the codes of words it had to guess. The cut is
+        :meth:`cut_words` for long text (a batch of sentences), jieba's own ``lcut`` for
+        short text, where cut_words's fixed cost per call is not paid back (same words).
+        Except in "posseg" mode, text joined by "\\n" is cut as each line alone (jieba cuts
+        every line apart), so ``segment_sentences`` cuts a batch of sentences in one call; a
+        subclass that overrides this method must keep that property.
         """
         if self._posseg is not None:
             pairs = self._posseg.lcut(text, HMM=self.hmm)
             return [p.word for p in pairs], _codes([p.flag for p in pairs])
-        words = self._jieba.lcut(text, HMM=self.hmm)
+        if len(text) >= _CUT_WORDS_MIN_CHARS:
+            words = self.cut_words(text)
+        else:
+            words = self._jieba.lcut(text, HMM=self.hmm)
         if self._codes is None:
             return words, ""
-        codes = list(map(self._codes.get, words))
+        table = self._codes
+        codes = list(map(table.get, words))
         if None in codes:
             for i, w in enumerate(words):
                 if codes[i] is None:
                     codes[i] = _TAG_CODE.get(_guess_tag(w), "x")
-                    if len(self._codes) < self._codes_limit:
-                        self._codes[w] = codes[i]
+                    if len(table) < self._codes_limit:
+                        table[w] = codes[i]
         return words, "".join(codes)
 
     def cut_words(self, text: str) -> list[str]:
@@ -548,17 +561,22 @@ def segment_sentences(
     """Tokenize and segment many sentences; same result as ``align`` on each, faster.
 
     The batch is processed as one string (the texts joined by "\\n", which jieba never
-    joins across): one jieba pass (``Segmenter.cut_words``), token ids of CJK characters and
-    punctuation from a code-point table in one numpy step, only the runs between them
-    (Latin words, numbers) through the Rust tokenizer, and word / entity ids as dense ranks
-    computed with numpy (see ``_segment_joined``). Sentences where a token crosses a jieba
-    word boundary take the general alignment (``_align``).
+    joins across): one ``segmenter.cut_codes`` call, token ids of CJK characters and
+    punctuation from the tokenizer's code-point table (``FastPath.code_ids``) in one numpy
+    step, only the runs between them (Latin words, numbers) through the Rust tokenizer, and
+    word / entity ids as dense ranks computed with numpy (see ``_segment_joined``).
+    Sentences where a token crosses a jieba word boundary take the general alignment
+    (``_align``).
+
+    Each sentence is cut alone instead (``segment_sentences_reference``) when the joined
+    cut's words do not split back into the sentences (a custom ``cut_codes`` that drops or
+    merges characters), in posseg mode (its cut of joined lines is not tested to equal the
+    cut of each line) and for a batch holding "\\r" ("\\r" + "\\n" is one jieba word).
 
     Sentences that needed the character-level fallback are added to
     ``segmenter.align_failures``.
     """
-    if (type(segmenter).cut_codes is Segmenter.cut_codes and segmenter._posseg is None
-            and not any("\r" in t for t in texts)):  # "\r" + "\n" would be one jieba word
+    if segmenter.entity_mode != "posseg" and not any("\r" in t for t in texts):
         out = _segment_joined(texts, tokenizer, segmenter)
         if out is not None:
             return out
@@ -568,29 +586,31 @@ def segment_sentences(
 def segment_sentences_reference(
     texts: Sequence[str], tokenizer: ChineseTokenizer, segmenter: Segmenter
 ) -> list[AlignedSentence]:
-    """``segment_sentences`` one sentence at a time (one jieba cut each): the reference the
-    batched path is tested against, and the path for posseg mode or a custom ``cut_codes``."""
-    plans, encoded = tokenizer._plan_batch(texts)
-    fast = tokenizer._fast
+    """``segment_sentences`` one sentence at a time (one ``cut_codes`` call each): the
+    reference the batched path is tested against, and the path for posseg mode or a
+    ``cut_codes`` whose words do not split back into the joined sentences."""
+    fast = tokenizer.fast_path()
+    plans, encoded = fast.plan(texts)
     is_cont = tokenizer.continuation_flags().__getitem__
     out = []
     for text, plan in zip(texts, plans):
         words, codes = segmenter.cut_codes(text)
-        sent = _segment_planned(text, plan, encoded, fast, tokenizer.unk_id, is_cont, words, codes)
+        sent = _segment_planned(text, plan, encoded, fast, is_cont, words, codes)
         if not sent.aligned:
             segmenter.align_failures += 1
         out.append(sent)
     return out
 
 
-def _segment_planned(text, plan, encoded, fast, unk_id, is_cont, words, codes) -> AlignedSentence:
-    """`_align` working on the tokenizer's plan: a run of CJK/punctuation characters has one
-    token per character, so its jieba word indices are a slice of the char -> word table."""
+def _segment_planned(text, plan, encoded, fast: FastPath, is_cont, words, codes) -> AlignedSentence:
+    """`_align` working on the tokenizer's plan (``FastPath.plan``): a run of fast characters
+    has one token per character, so its jieba word indices are a slice of the char -> word
+    table."""
     char_word = list(chain.from_iterable(map(repeat, range(len(words)), map(len, words))))
     ids: list[int] = []
     jw: list[int] = []
     simple = len(char_word) == len(text) and "".join(words) == text
-    get, unk = fast.get, repeat(unk_id)
+    get, unk = fast.ids.get, repeat(fast.unk_id)
     for start, part, slow in plan:
         if not slow:
             ids.extend(map(get, part, unk))
@@ -610,16 +630,7 @@ def _segment_planned(text, plan, encoded, fast, unk_id, is_cont, words, codes) -
                 break
             jw.append(j)
     if not simple:
-        starts, ends = [], []
-        for start, part, slow in plan:
-            if not slow:
-                starts.extend(range(start, start + len(part)))
-                ends.extend(range(start + 1, start + len(part) + 1))
-            else:
-                for a, b in encoded[part][1]:
-                    starts.append(start + a)
-                    ends.append(start + b)
-        return _align(text, ids, starts, ends, words, codes, is_cont)
+        return _align_one(text, fast, words, codes, is_cont)
     if not ids:
         return AlignedSentence([], [], [], True)
 
@@ -667,7 +678,7 @@ def _segment_joined(texts, tokenizer: ChineseTokenizer, segmenter: Segmenter) ->
         return []
     joined = "\n".join(texts)
     n_chars = len(joined)
-    words = segmenter.cut_words(joined)
+    words, codes = segmenter.cut_codes(joined)  # separators are "x": no span crosses a sentence
     word_len = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
     if int(word_len.sum()) != n_chars or "".join(words) != joined:
         return None
@@ -687,8 +698,7 @@ def _segment_joined(texts, tokenizer: ChineseTokenizer, segmenter: Segmenter) ->
     first_word[1:-1] = sep_words + 1
     first_word[-1] = len(words) + 1
 
-    # Span class codes of all words; separators are "x", so no span crosses a sentence.
-    codes = _word_codes(segmenter, words) if segmenter._codes is not None else ""
+    # The entity/phrase span of each word, -1 outside.
     span_of_word = np.full(len(words), -1, dtype=np.int64)
     if codes:
         spans = _spans_from_codes(codes)
@@ -698,11 +708,11 @@ def _segment_joined(texts, tokenizer: ChineseTokenizer, segmenter: Segmenter) ->
                 np.repeat(np.arange(len(spans), dtype=np.int64), sp[:, 1] - sp[:, 0])
 
     # Tokens: fast characters from the table, slow runs through the (cached) Rust tokenizer.
-    fast_ids, runs_re = tokenizer._fast_arrays()
+    fast = tokenizer.fast_path()
     cps = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    char_ids = fast_ids[cps]
+    char_ids = fast.code_ids[cps]
     fast_pos = np.flatnonzero(char_ids >= 0)
-    slow_start, slow_end, slow_ids = _slow_tokens(tokenizer, joined, runs_re)
+    slow_start, slow_end, slow_ids = _slow_tokens(fast, joined)
     if slow_ids:
         tok_start = np.concatenate([fast_pos, np.asarray(slow_start, dtype=np.int64)])
         tok_end = np.concatenate([fast_pos + 1, np.asarray(slow_end, dtype=np.int64)])
@@ -747,8 +757,9 @@ def _segment_joined(texts, tokenizer: ChineseTokenizer, segmenter: Segmenter) ->
     for k in range(len(texts)):
         a, b = bounds[k], bounds[k + 1]
         if k in bad_sents:
-            sent = _align_one(texts[k], tokenizer, words[first_word[k]:first_word[k + 1] - 1],
-                              codes[first_word[k]:first_word[k + 1] - 1] if codes else "")
+            sent = _align_one(texts[k], fast, words[first_word[k]:first_word[k + 1] - 1],
+                              codes[first_word[k]:first_word[k + 1] - 1] if codes else "",
+                              tokenizer.continuation_flags().__getitem__)
             if not sent.aligned:
                 segmenter.align_failures += 1
             out.append(sent)
@@ -766,34 +777,11 @@ def _ragged_arange(lengths):
     return np.arange(total, dtype=np.int64) - np.repeat(ends - lengths, lengths)
 
 
-def _word_codes(segmenter: Segmenter, words: list[str]) -> str:
-    """``Segmenter.cut_codes``'s codes for a word list (dict mode)."""
-    table = segmenter._codes
-    codes = list(map(table.get, words))
-    if None in codes:
-        for i, w in enumerate(words):
-            if codes[i] is None:
-                codes[i] = _TAG_CODE.get(_guess_tag(w), "x")
-                if len(table) < segmenter._codes_limit:
-                    table[w] = codes[i]
-    return "".join(codes)
-
-
-def _slow_tokens(tokenizer: ChineseTokenizer, joined: str, runs_re) -> tuple[list[int], list[int], list[int]]:
+def _slow_tokens(fast: FastPath, joined: str) -> tuple[list[int], list[int], list[int]]:
     """(starts, ends, ids) of the tokens of every slow run of `joined`, in text order."""
-    cache = tokenizer._run_cache
-    matches = [(m.start(), m.group()) for m in runs_re.finditer(joined)]
+    matches = [(m.start(), m.group()) for m in fast.runs_re.finditer(joined)]
     matches = [(a, run) for a, run in matches if not run.isspace()]
-    todo = list(dict.fromkeys(run for _, run in matches if run not in cache))
-    if todo:
-        if len(cache) + len(todo) > 200_000:
-            cache.clear()
-        for run, enc in zip(todo, tokenizer.backend.encode_batch(todo, add_special_tokens=False)):
-            cache[run] = (enc.ids, enc.offsets)
-        for _, run in matches:  # a cleared cache: this batch's runs are still needed
-            if run not in cache:
-                enc = tokenizer.backend.encode(run, add_special_tokens=False)
-                cache[run] = (enc.ids, enc.offsets)
+    cache = fast.encode_runs(run for _, run in matches)
     starts: list[int] = []
     ends: list[int] = []
     ids: list[int] = []
@@ -806,6 +794,8 @@ def _slow_tokens(tokenizer: ChineseTokenizer, joined: str, runs_re) -> tuple[lis
     return starts, ends, ids
 
 
-def _align_one(text: str, tokenizer: ChineseTokenizer, words, codes) -> AlignedSentence:
-    ids, starts, ends = tokenizer._encode_spans([text])[0]
-    return _align(text, ids, starts, ends, list(words), codes, tokenizer.continuation_flags().__getitem__)
+def _align_one(text: str, fast: FastPath, words, codes, is_cont) -> AlignedSentence:
+    """``_align`` on `text` tokenized alone: the general alignment, for the few sentences
+    where a token crosses a jieba word boundary."""
+    ids, starts, ends = fast.spans([text])[0]
+    return _align(text, ids, starts, ends, list(words), codes, is_cont)

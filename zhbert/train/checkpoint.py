@@ -41,15 +41,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 from zhbert.errors import CheckpointError, ConfigError, TrainingDiverged, disk_error
+from zhbert.files import write_json_atomic
+from zhbert.hub.layout import (DS_DIR, HF_DIR, META_NAME, RNG_DIR, checkpoints_dir, list_checkpoints,
+                                safetensors_problem)
+from zhbert.train.launch import barrier
 
-META_NAME = "meta.json"
-HF_DIR = "hf"
-DS_DIR = "ds"
-RNG_DIR = "rng"
 FORMAT_VERSION = 1
-_STEP_RE = re.compile(r"^step_(\d+)$")
-# Keys transformers omits from model.safetensors because they are tied to the word embeddings.
-_TIED_KEYS = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
 HF_REQUIRED = ("config.json", "model.safetensors", "vocab.txt")
 # Model-config keys that fix the shapes of the weights: a resume must not change them.
 SHAPE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
@@ -65,9 +62,6 @@ DS_SAFE_GLOBALS = ("deepspeed.runtime.fp16.loss_scaler.LossScaler",
                    "deepspeed.runtime.zero.config.ZeroStageEnum",
                    "deepspeed.utils.tensor_fragment.fragment_address")
 
-
-def checkpoints_dir(output_dir: str | Path) -> Path:
-    return Path(output_dir) / "checkpoints"
 
 
 def ds_tag(step: int) -> str:
@@ -138,33 +132,6 @@ def check_complete(step_dir: str | Path, verify: bool = False) -> Optional[str]:
     return None
 
 
-def safetensors_problem(path: str | Path) -> Optional[str]:
-    """None when ``path`` is a whole safetensors file, else what is wrong (cheap: header only).
-
-    Layout: 8-byte little-endian header length n, n bytes of JSON header whose tensors'
-    ``data_offsets`` index the data block that follows; the file ends where the last one ends.
-    """
-    p = Path(path)
-    try:
-        with open(p, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                return f"{p}: truncated (no safetensors header)"
-            n = int.from_bytes(head, "little")
-            size = p.stat().st_size
-            if n > size - 8:
-                return f"{p}: truncated (header of {n} bytes, file of {size})"
-            header = json.loads(f.read(n))
-    except FileNotFoundError:
-        return f"{p}: missing"
-    except (OSError, ValueError) as e:
-        return f"{p}: not a safetensors file ({e})"
-    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
-    expected = 8 + n + max(ends, default=0)
-    if size != expected:
-        return f"{p}: {size} bytes but its header describes {expected} (truncated or corrupt)"
-    return None
-
 
 def sha256_file(path: str | Path) -> str:
     import hashlib
@@ -215,18 +182,6 @@ def safe_torch_load(path: str | Path, *, mmap: bool = False) -> Any:
         text = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{path}: corrupt or truncated ({text})") from None
 
-
-def list_checkpoints(root: str | Path) -> list[tuple[int, Path]]:
-    """All ``step_<N>`` directories under ``root`` (complete or not), oldest first."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    out = []
-    for p in root.iterdir():
-        m = _STEP_RE.match(p.name)
-        if m and p.is_dir():
-            out.append((int(m.group(1)), p))
-    return sorted(out)
 
 
 def find_latest(root: str | Path, verify: bool = False) -> Optional[Path]:
@@ -340,6 +295,47 @@ def check_resume_compatible(step_dir: str | Path, meta: dict[str, Any], model_co
         raise CheckpointError(str(e)) from None
 
 
+def load_into(engine, step_dir: str | Path, meta: dict[str, Any], *, world: int, resume_universal: bool) -> None:
+    """Load ``step_dir``'s DeepSpeed state (weights, optimizer, LR schedule) into ``engine``.
+
+    ZeRO-0 state (one replicated file) loads on any number of ranks; sharded state (ZeRO 1-3)
+    needs the same world size, or its universal conversion with ``train.resume_universal``.
+    """
+    d = Path(step_dir)
+    tag = meta["ds_tag"]
+    sharded = is_sharded(d)
+    if sharded and meta.get("world_size") != world and not resume_universal:
+        raise CheckpointError(
+            f"{d} was saved by {meta.get('world_size')} ranks, this run has {world}, and its "
+            f"ZeRO stage {meta.get('zero_stage')} state is sharded per rank. Convert it with "
+            f"`zhbert universal {d}` and resume with train.resume={d} train.resume_universal=true")
+    if sharded and resume_universal:
+        tag = meta.get("ds_universal_tag") or universal_tag(d)
+        if not (d / DS_DIR / tag).is_dir():
+            raise CheckpointError(f"{d}: no universal checkpoint {tag}; run `zhbert universal {d}` first")
+    load_path, _ = engine.load_checkpoint(str(d / DS_DIR), tag=tag, load_optimizer_states=True,
+                                          load_lr_scheduler_states=True)
+    if load_path is None:
+        raise CheckpointError(f"{d}: DeepSpeed could not load tag {tag}")
+
+
+def run_meta(cfg, *, samples_seen: int, tokens_seen: int, position, batches, data_dir: str, tokenizer,
+             model_config, nonfinite_steps: int) -> dict[str, Any]:
+    """What a training checkpoint records besides the DeepSpeed state (meta.json; the layout
+    keys -- step, ds_tag, world size, file sizes and hashes -- are added by save_checkpoint)."""
+    from zhbert.config import to_dict
+
+    return {"samples_seen": samples_seen, "tokens_seen": tokens_seen,
+            "data_position": position.to_dict(), "global_micro_batch": batches.global_micro,
+            "batches_per_epoch": batches.batches_per_epoch,
+            "seed": cfg.train.seed, "zero_stage": cfg.deepspeed.zero_stage,
+            "precision": cfg.deepspeed.precision, "data_dir": str(Path(data_dir).resolve()),
+            "vocab_sha256": tokenizer.vocab_sha256(), "text_normalization": tokenizer.normalization,
+            "nonfinite_steps": nonfinite_steps,
+            "model_config": model_config.to_dict(), "config": to_dict(cfg),
+            "rng_note": "per-rank torch RNG states in rng/rank_<r>.pt"}
+
+
 # ------------------------------------------------------------------------------ saving
 
 
@@ -377,13 +373,12 @@ def full_state_dict(engine, zero_stage: int, rank: int) -> Optional[dict]:
 
 def save_hf(state_dict: dict, config, directory: str | Path, tokenizer=None) -> Path:
     """Write a HF ``BertForPreTraining`` directory from an (fp32) state dict."""
-    from safetensors.torch import save_file
+    from zhbert.model.weights import save_state_dict
 
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     config.save_pretrained(d, architectures=["BertForPreTraining"])
-    sd = {k: v.contiguous() for k, v in state_dict.items() if k not in _TIED_KEYS}
-    save_file(sd, str(d / "model.safetensors"), metadata={"format": "pt"})
+    save_state_dict(state_dict, d / "model.safetensors")  # tied decoder keys left out, as transformers does
     if tokenizer is not None:
         tokenizer.save(d)
     return d
@@ -417,7 +412,7 @@ def save_checkpoint(engine, *, output_dir: str | Path, step: int, meta: dict[str
             if tmp.exists():
                 shutil.rmtree(tmp)
             (tmp / RNG_DIR).mkdir(parents=True)
-        _barrier()
+        barrier()
         # the model config travels inside DeepSpeed's model-states file too, so a bare DeepSpeed
         # folder (without meta.json/hf/) can still be exported
         engine.save_checkpoint(str(tmp / DS_DIR), tag=tag, save_latest=True,
@@ -433,7 +428,7 @@ def save_checkpoint(engine, *, output_dir: str | Path, step: int, meta: dict[str
     except (OSError, RuntimeError) as e:
         failure = e
     if _all_ranks(failure is None, device):
-        _barrier()
+        barrier()
         if rank == 0:
             try:
                 _finish_save(tmp, final, tag, meta, step, world)
@@ -446,13 +441,13 @@ def save_checkpoint(engine, *, output_dir: str | Path, step: int, meta: dict[str
         where = disk_error(failure, tmp) if failure is not None else None  # before freeing the space
         if rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
-        _barrier()
+        barrier()
         reason = str(where) if where else (f"{type(failure).__name__}: {failure}" if failure else "another rank failed")
         raise CheckpointError(f"checkpoint of step {step} not written ({reason}); removed {tmp}; earlier "
                               f"checkpoints are intact (newest: {find_latest(root) or 'none'})")
     if rank == 0:
         prune(root, keep_last)
-    _barrier()
+    barrier()
     return final
 
 
@@ -469,7 +464,7 @@ def _finish_save(tmp: Path, final: Path, tag: str, meta: dict[str, Any], step: i
                 versions=versions(), saved_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
     meta.pop("complete", None)
     meta["complete"] = True  # last key: a reader that sees it saw the whole file
-    _write_json_atomic(tmp / META_NAME, meta)
+    write_json_atomic(tmp / META_NAME, meta, default=str)
     if final.exists():  # same step saved again (e.g. a restarted run): replace it
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -524,24 +519,6 @@ def load_rng(step_dir: str | Path, rank: int) -> bool:
     return True
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
-
-
-# ------------------------------------------------------------------------------ universal
-
-
 def universal_tag(step_dir: str | Path) -> str:
     return read_meta(step_dir)["ds_tag"] + "_universal"
 
@@ -587,7 +564,7 @@ def to_universal(step_dir: str | Path) -> Path:
         last = next((x.strip() for x in reversed(r.stderr.splitlines()) if x.strip()), f"exit {r.returncode}")
         raise CheckpointError(f"DeepSpeed's ds_to_universal failed for {src}: {last}")
     meta["ds_universal_tag"] = dst.name
-    _write_json_atomic(d / META_NAME, {**{k: v for k, v in meta.items() if k != "complete"}, "complete": True})
+    write_json_atomic(d / META_NAME, {**{k: v for k, v in meta.items() if k != "complete"}, "complete": True}, default=str)
     return dst
 
 
@@ -697,12 +674,10 @@ def consolidate(ds_dir: str | Path, tag: Optional[str] = None) -> dict:
         if not isinstance(state, dict) or not isinstance(state.get("module"), dict):
             raise CheckpointError(f"{files[0]}: no 'module' state dict (not a DeepSpeed model-states file)")
         sd = {k: v.float() for k, v in state["module"].items()}
-    # Tied decoder weight may be missing from the consolidated ZeRO state (shared params).
-    if "cls.predictions.decoder.weight" not in sd and "bert.embeddings.word_embeddings.weight" in sd:
-        sd["cls.predictions.decoder.weight"] = sd["bert.embeddings.word_embeddings.weight"]
-    if "cls.predictions.decoder.bias" not in sd and "cls.predictions.bias" in sd:
-        sd["cls.predictions.decoder.bias"] = sd["cls.predictions.bias"]
-    return sd
+    # A ZeRO-consolidated state dict stores shared (tied) parameters once.
+    from zhbert.model.weights import with_tied
+
+    return with_tied(sd)
 
 
 def _client_model_config(ds_dir: Path, tag: Optional[str]) -> Optional[dict]:
@@ -741,41 +716,5 @@ def _copy_tokenizer(src: str | Path, out: Path) -> None:
             shutil.copy2(f, out / name)
 
 
-# ------------------------------------------------------------------------------ CLI
-
-
-def add_cli(sub) -> None:
-    p = sub.add_parser(
-        "export", help="checkpoint (step_<N>/ or DeepSpeed/ZeRO state) -> HF-format directory",
-        description="Write config.json + model.safetensors (+ tokenizer files) that "
-        "transformers.BertForPreTraining.from_pretrained loads. CKPT is a step_<N> directory, a "
-        "run directory (newest complete checkpoint) or a bare DeepSpeed checkpoint folder.")
-    p.add_argument("ckpt", help="checkpoint directory")
-    p.add_argument("out", help="output directory (must not exist or be empty)")
-    p.add_argument("--tokenizer", help="directory with vocab.txt to include (default: from the checkpoint)")
-    p.set_defaults(func=_run_export)
-
-    u = sub.add_parser(
-        "universal", help="convert a step_<N> checkpoint to a DeepSpeed universal checkpoint (world-size change)",
-        description="Runs deepspeed.checkpoint.ds_to_universal on STEP_DIR/ds/<tag> and records the result in "
-        "meta.json. Then resume on any number of ranks with train.resume=STEP_DIR train.resume_universal=true.")
-    u.add_argument("step_dir", help="a complete checkpoints/step_<N> directory")
-    u.set_defaults(func=_run_universal)
-
-
 class NothingToConvert(CheckpointError):
     """``zhbert universal`` on a checkpoint whose state is not sharded: not a failure."""
-
-
-def _run_universal(args) -> int:
-    try:
-        print(to_universal(args.step_dir))
-    except NothingToConvert as e:
-        print(f"zhbert universal: {e}")
-    return 0
-
-
-def _run_export(args) -> int:
-    out = export(args.ckpt, args.out, tokenizer_dir=args.tokenizer)
-    print(out)
-    return 0

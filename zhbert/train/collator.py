@@ -30,8 +30,9 @@ import warnings
 import numpy as np
 import torch
 
+from zhbert.config import validate_masking
 from zhbert.errors import ConfigError, DataError
-from zhbert.train.masking import AUTO, IGNORE_INDEX, VocabInfo, auto_max_predictions, check_masking_config, mask_batch
+from zhbert.train.masking import AUTO, IGNORE_INDEX, VocabInfo, auto_max_predictions, mask_batch
 
 
 def batch_rng(seed: int, epoch: int, rank: int, batch_index: int) -> np.random.Generator:
@@ -48,7 +49,9 @@ class PretrainingCollator:
     ``next_sentence_label`` (-100 where the data has none, i.e. pair_mode none)."""
 
     def __init__(self, vocab: VocabInfo, masking_cfg, max_seq_length: int, pad_to_multiple_of: int | None = 8):
-        check_masking_config(masking_cfg)
+        # The masking functions trust their config; this is where a config built in code
+        # (not by load_config) meets the rules, the same ones (zhbert.config.validate_masking).
+        validate_masking(masking_cfg, "PretrainingCollator")
         if max_seq_length < 2:
             raise ConfigError(f"max_seq_length: {max_seq_length} must be >= 2")
         if pad_to_multiple_of is not None and pad_to_multiple_of < 1:

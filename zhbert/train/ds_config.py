@@ -238,6 +238,14 @@ def _autos(d: Any, prefix: str = "") -> list[str]:
     return [prefix.rstrip(".")] if d == "auto" else []
 
 
+def finetune_ds_config(batch_size: int, clip_grad_norm: float, bf16: bool) -> dict[str, Any]:
+    """The DeepSpeed JSON of CLUE fine-tuning (``zhbert eval clue --deepspeed``): one process,
+    ZeRO 0, zhbert's own optimizer and schedule passed to deepspeed.initialize."""
+    return {"train_micro_batch_size_per_gpu": batch_size, "gradient_accumulation_steps": 1,
+            "gradient_clipping": clip_grad_norm, "zero_optimization": {"stage": 0},
+            "bf16": {"enabled": bool(bf16)}, "steps_per_print": STEPS_PER_PRINT}
+
+
 def _offload(device: str, nvme_path, on_cpu: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"device": device, "pin_memory": not on_cpu}
     if device == "nvme":

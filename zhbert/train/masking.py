@@ -59,6 +59,10 @@ only the "skip a unit that overflows" tail of the walk and the n-gram walk are P
 row. :func:`mask_sequence` is the same code on a batch of one (per-call numpy overhead
 dominates there, so the collator masks whole batches).
 
+Config: every function takes ``cfg``, a ``zhbert.config.MaskingConfig`` or any object with its
+fields, that has passed ``zhbert.config.validate_masking`` (``load_config`` and the collator
+call it); nothing here checks it again, apart from asserts against programming errors.
+
 Randomness always arrives as an explicit ``numpy.random.Generator``; the same generator state
 gives the same mask. The collator (zhbert/train/collator.py) is handed a fresh generator per batch.
 """
@@ -70,11 +74,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from zhbert.config import MASKING_STRATEGIES
 from zhbert.errors import ConfigError, DataError
 
 IGNORE_INDEX = -100  # label of positions that are not predicted (HF / torch CrossEntropy default)
-STRATEGIES = ("char", "wwm", "entity", "ngram")
-REPLACE_UNITS = ("token", "word")
 AUTO = "auto"  # masking.max_predictions: sized from max_seq_length (auto_max_predictions)
 
 
@@ -123,25 +126,6 @@ class VocabInfo:
             unk_id=int(tok.unk_id),
             replacement_ids=np.asarray(tok.normal_token_ids(), dtype=np.int64),
         )
-
-
-def check_masking_config(cfg) -> None:
-    """Raise ConfigError if ``cfg`` (a MaskingConfig or any object with its fields) is unusable."""
-    if cfg.strategy not in STRATEGIES:
-        raise ConfigError(f"masking.strategy: {cfg.strategy!r} is not one of {', '.join(STRATEGIES)}")
-    if cfg.replace_unit not in REPLACE_UNITS:
-        raise ConfigError(f"masking.replace_unit: {cfg.replace_unit!r} is not one of {', '.join(REPLACE_UNITS)}")
-    if not 0 < cfg.mask_prob < 1:
-        raise ConfigError(f"masking.mask_prob: {cfg.mask_prob} must be in (0, 1)")
-    mp = cfg.max_predictions
-    if mp != AUTO and (not isinstance(mp, (int, np.integer)) or isinstance(mp, bool) or mp < 1):
-        raise ConfigError(f"masking.max_predictions: {mp!r} must be auto or an integer >= 1")
-    pm, pr = cfg.mask_token_prob, cfg.random_token_prob
-    if pm < 0 or pr < 0 or pm + pr > 1 + 1e-9:
-        raise ConfigError("masking.mask_token_prob / masking.random_token_prob must be >= 0 and sum to <= 1")
-    probs = list(cfg.ngram_probs)
-    if not probs or any(p < 0 for p in probs) or sum(probs) <= 0:
-        raise ConfigError(f"masking.ngram_probs: {probs} must be non-negative with a positive sum")
 
 
 def mask_sequence(input_ids, word_ids, entity_ids, cfg, vocab: VocabInfo,
@@ -241,8 +225,7 @@ def _choose(ids, word_ids, entity_ids, cfg, vocab, rng):
     in the order they were chosen (row by row).
     """
     strategy = cfg.strategy
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"masking.strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}")
+    assert strategy in MASKING_STRATEGIES, f"unvalidated masking config: strategy {strategy!r}"
     B, T = ids.shape
     maskable = np.flatnonzero(~vocab.never_mask[ids.reshape(-1)])  # (E,) flat positions
     row = maskable // T  # (E,)

@@ -92,10 +92,10 @@ class ShardedBatches(torch.utils.data.Dataset):
         start = batch_index * self.global_micro + self.rank * self.micro
         return self.order(epoch)[start:start + self.micro]
 
-    def batch(self, epoch: int, batch_index: int, mask_seed: Optional[int] = None) -> dict:
+    def batch(self, epoch: int, batch_index: int) -> dict:
         idx = self.indices(epoch, batch_index)
         instances = rows_to_instances(self.dataset[[int(i) for i in idx]])
-        rng = batch_rng(self.seed if mask_seed is None else mask_seed, epoch, self.rank, batch_index)
+        rng = batch_rng(self.seed, epoch, self.rank, batch_index)
         return self.collator(instances, rng)
 
     def position(self, g: int) -> DataPosition:

@@ -38,7 +38,7 @@ def plot_run(run_dir: str | Path, out: Optional[str | Path] = None) -> list[Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from zhbert.train.trainer import read_metrics
+    from zhbert.train.metrics import read_metrics
 
     run_dir = Path(run_dir)
     records = [r for r in read_metrics(run_dir) if "step" in r]
@@ -73,17 +73,3 @@ def plot_run(run_dir: str | Path, out: Optional[str | Path] = None) -> list[Path
         plt.close(fig)
         written.append(path)
     return written
-
-
-def add_cli(sub) -> None:
-    p = sub.add_parser("plot", help="loss/accuracy curves (PNG) from RUN_DIR/metrics.jsonl",
-                       description="Write loss.png, accuracy.png and lr.png for a training run.")
-    p.add_argument("run_dir", help="a training output_dir (holds metrics.jsonl)")
-    p.add_argument("--out", help="output directory (default: RUN_DIR/plots)")
-    p.set_defaults(func=_run_plot)
-
-
-def _run_plot(args) -> int:
-    for path in plot_run(args.run_dir, args.out):
-        print(path)
-    return 0

@@ -1,110 +1,42 @@
 """MLM + NSP pretraining under DeepSpeed: ``train(cfg)``.
 
-The loop, one optimizer step at a time::
+``train`` reads top to bottom: build the run (data, tokenizer, model config, DeepSpeed config,
+batches, the checkpoint to resume), build the engine, resume or start, then a loop of
+:func:`train_step` -> log (and eval) -> non-finite check -> checkpoint. One optimizer step::
 
     for each of A = gradient_accumulation_steps micro-batches:     # A x W rank micro-batches
         batch = collator(rank's slice of the next global micro-batch, batch_rng(seed, epoch, rank, b))
         out = engine(**batch)                                       # loss = mlm_loss + nsp_loss
         engine.backward(out.loss)                                   # DeepSpeed scales by 1/A
         engine.step()                                               # optimizer + LR at the boundary
-    all-reduce (sum over ranks) the step's loss sums and accuracy counts -> log, eval, checkpoint
+    all-reduce (sum over ranks) the step's named sums (metrics.StepTotals) -> one host sync
 
-DeepSpeed owns the parallelism (ZeRO 0-3, offload, bf16/fp16); the model file knows nothing
-about it. The DeepSpeed JSON is derived from the config by :mod:`zhbert.train.ds_config` and written
-to ``<output_dir>/ds_config.json``.
-
-Logged loss: the mean over the A x W micro-batches of one optimizer step (each micro-batch's
-loss is its own mean over masked tokens, as in the gradient DeepSpeed averages), so it does
-not depend on how a global batch is split over ranks and accumulation steps.
-
-MFU estimate: model FLOPs per token = 6 x (non-embedding parameters) + 12 x L x H x T (the
-attention score and value products, forward + backward, PaLM appendix B), where T is the mean
-padded sequence length of the step; MFU = FLOPs/s / (world_size x train.peak_tflops x 1e12).
-With ``peak_tflops: 0`` a dense bf16/fp32 peak is guessed for known GPUs; on CPU MFU is not
-reported.
+DeepSpeed owns the parallelism (ZeRO 0-3, offload, bf16/fp16); the model knows nothing about
+it. The DeepSpeed JSON is derived from the config by :mod:`zhbert.train.ds_config` and written
+to ``<output_dir>/ds_config.json``. What is logged and how (loss averaging, throughput, MFU,
+metrics.jsonl, wandb): :mod:`zhbert.train.metrics`. Checkpoint layout, resume and export:
+:mod:`zhbert.train.checkpoint`. Process/launcher set-up: :mod:`zhbert.train.launch`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import uuid
 import math
 import os
-import socket
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from zhbert.config import PretrainConfig, save_config, to_dict
+from zhbert.errors import ConfigError, DataError, TrainingDiverged, disk_error
+from zhbert.train import checkpoint
 from zhbert.train.checkpoint import check_normalization, normalization_key
-from zhbert.errors import CheckpointError, ConfigError, DataError, TrainingDiverged, ZhbertError, disk_error
-
-# Dense peak TFLOP/s per device (bf16/fp16, fp32 incl. TF32 where it applies), for the MFU guess.
-_PEAK_TFLOPS = {"H200": (989.0, 494.0), "H100": (989.0, 494.0), "A100": (312.0, 156.0),
-                "A800": (312.0, 156.0), "H800": (989.0, 494.0), "L40S": (362.0, 183.0),
-                "A10": (125.0, 62.5), "V100": (125.0, 15.7), "4090": (165.0, 82.6), "3090": (71.0, 35.6)}
-
-
-# ------------------------------------------------------------------------------ environment
-
-
-def setup_env() -> None:
-    """Defaults for running without a launcher, set before DeepSpeed is imported.
-
-    Single process (``python scripts/pretrain.py``): RANK=0, WORLD_SIZE=1, LOCAL_RANK=0,
-    MASTER_ADDR=127.0.0.1 and a free MASTER_PORT, so DeepSpeed does not go looking for MPI.
-    No CUDA: DS_ACCELERATOR=cpu and OMP_NUM_THREADS = cores / local ranks.
-    """
-    env = os.environ
-    if "RANK" not in env and "WORLD_SIZE" not in env:
-        env.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
-    env.setdefault("LOCAL_RANK", env.get("RANK", "0"))
-    env.setdefault("MASTER_ADDR", "127.0.0.1")
-    if "MASTER_PORT" not in env:
-        env["MASTER_PORT"] = str(free_port())
-    import torch
-
-    if not torch.cuda.is_available():
-        env.setdefault("DS_ACCELERATOR", "cpu")
-        local = int(env.get("LOCAL_WORLD_SIZE", env.get("WORLD_SIZE", "1")))
-        threads = max(1, (os.cpu_count() or 1) // max(1, local))
-        env.setdefault("OMP_NUM_THREADS", str(threads))
-        torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
-
-
-# Variables a multi-node run needs on every node, which DeepSpeed's pdsh/ssh runner does not
-# forward (it exports only PYTHON*, MLFLOW*, NCCL*/CUDA*-style accelerator prefixes and what
-# .deepspeed_env lists).
-FORWARD_PREFIXES = ("WANDB_", "HF_", "DS_ACCELERATOR", "ZHBERT_", "TOKENIZERS_PARALLELISM")
-
-
-def multinode_env_warning(env: Optional[dict] = None, home: Optional[str] = None) -> Optional[str]:
-    """The warning for a multi-node launch without a ``.deepspeed_env`` file, else None.
-
-    Multi-node: DeepSpeed's launcher sets CROSS_SIZE (nodes) > 1, or WORLD_SIZE exceeds the
-    local rank count. The runner reads KEY=VALUE lines from ``$DS_ENV_FILE`` (default
-    ``.deepspeed_env``) in the home directory and in the launch directory and exports them on
-    every node.
-    """
-    env = os.environ if env is None else env
-    local = int(env.get("LOCAL_SIZE", env.get("LOCAL_WORLD_SIZE", env.get("WORLD_SIZE", "1"))))
-    multinode = int(env.get("CROSS_SIZE", "1")) > 1 or int(env.get("WORLD_SIZE", "1")) > local
-    if not multinode:
-        return None
-    name = env.get("DS_ENV_FILE", ".deepspeed_env")
-    if any((Path(d) / name).is_file() for d in (home or os.path.expanduser("~"), ".")):
-        return None
-    wanted = sorted(k for k in env if k.startswith(FORWARD_PREFIXES))
-    return (f"multi-node launch without a {name} file: DeepSpeed's runner does not forward "
-            f"{', '.join(wanted) if wanted else 'WANDB_*, HF_*, DS_ACCELERATOR'} to the other nodes. Put KEY=VALUE "
-            f"lines in ./{name} or ~/{name} before launching (see README, multi-node)")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from zhbert.train.launch import barrier, rank0_decides, setup_env, start_distributed
+from zhbert.train.metrics import (DeviceSums, EvalTotals, RunLogger, StepTotals, Throughput, fmt, peak_tflops)
+from zhbert.train.order import DataPosition, ShardedBatches, iterate, rescale_position
 
 
 # ------------------------------------------------------------------------------ model config
@@ -126,28 +58,11 @@ def _read_model_file(path: str) -> dict[str, Any]:
 
 
 def resolve_init_from(name_or_path: str) -> Path:
-    """``model.init_from`` -> a local HF-format directory.
+    """``model.init_from`` -> a complete local HF directory, by the rule that ``eval clue
+    --model``, ``release`` and ``data.vocab`` share (zhbert.hub.resolve)."""
+    from zhbert.hub.resolve import resolve_model_dir
 
-    Accepts a HF directory, a zhbert ``step_<N>/`` (its ``hf/``), a run or checkpoints directory
-    (newest complete checkpoint's ``hf/``), or a registry name / hub id (zhbert.hub.registry downloads it).
-    """
-    p = Path(name_or_path).expanduser()
-    if not p.exists():
-        try:
-            from zhbert.hub.registry import resolve_model
-        except ModuleNotFoundError:
-            raise ConfigError(f"model.init_from: {p} does not exist") from None
-        p = Path(resolve_model(str(name_or_path)))
-    if (p / "config.json").is_file():
-        return p
-    if (p / "hf" / "config.json").is_file():
-        return p / "hf"
-    from zhbert.train.checkpoint import checkpoints_dir, find_latest
-
-    latest = find_latest(p) or find_latest(checkpoints_dir(p))
-    if latest is not None:
-        return latest / "hf"
-    raise ConfigError(f"model.init_from: {p} is not a HF-format checkpoint directory (no config.json)")
+    return resolve_model_dir(name_or_path, what="model.init_from")
 
 
 def resolve_model_config(cfg: PretrainConfig, tokenizer, data_dir: str):
@@ -216,62 +131,6 @@ def check_data_vocab(data_dir: str, tokenizer) -> None:
                         f"{Path(data_dir) / 'vocab.txt'} has {tokenizer.vocab_sha256()[:12]}…")
 
 
-def model_flops_per_token(config, seq_len: float) -> float:
-    """6 x non-embedding params + 12 x L x H x T (see module docstring)."""
-    h, L, i = config.hidden_size, config.num_hidden_layers, config.intermediate_size
-    per_layer = 4 * h * h + 2 * h * i + 4 * h + i + h + 4 * h  # QKVO, FFN, biases, 2 LayerNorms
-    non_embedding = L * per_layer + h * h + h  # + pooler
-    return 6.0 * non_embedding + 12.0 * L * h * seq_len
-
-
-def _peak_tflops(cfg: PretrainConfig, device_type: str) -> Optional[float]:
-    if cfg.train.peak_tflops > 0:
-        return cfg.train.peak_tflops
-    if device_type != "cuda":
-        return None
-    import torch
-
-    name = torch.cuda.get_device_name()
-    for key, (low, fp32) in _PEAK_TFLOPS.items():
-        if key in name:
-            return low if cfg.deepspeed.precision != "fp32" else fp32
-    return None
-
-
-# ------------------------------------------------------------------------------ metrics file
-
-
-def truncate_metrics(path: Path, step: int) -> None:
-    """Keep only records with ``step <= step`` (a resumed run re-logs what came after)."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue  # a line cut by a kill
-        if rec.get("step", 0) <= step:
-            keep.append(line)
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(x + "\n" for x in keep), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    p = Path(run_dir) / "metrics.jsonl"
-    if not p.exists():
-        raise DataError(f"{p}: not found (is {run_dir} a training output_dir?)")
-    out = []
-    for line in p.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-    return out
-
-
 # ------------------------------------------------------------------------------ data
 
 
@@ -281,7 +140,6 @@ def ensure_data(cfg: PretrainConfig, rank: int, poll_s: float = 2.0) -> None:
     The other ranks wait by polling the completion marker rather than in a collective, so a
     long ``prepare`` cannot hit the process group's timeout; a barrier follows.
     """
-    from zhbert.train.checkpoint import _barrier
     from zhbert.prep.prepare import is_complete
 
     d = Path(cfg.data.dir)
@@ -297,7 +155,7 @@ def ensure_data(cfg: PretrainConfig, rank: int, poll_s: float = 2.0) -> None:
         else:
             while not is_complete(d):
                 time.sleep(poll_s)
-    _barrier()
+    barrier()
 
 
 # ------------------------------------------------------------------------------ training
@@ -320,128 +178,6 @@ def _grad_norm_fp32(model) -> float:
     return float(torch.stack(sq).sum().sqrt()) if sq else 0.0
 
 
-# metrics.jsonl key -> wandb key: training curves under train/, throughput under perf/,
-# validation (already "eval/...") as it is.
-_WANDB_KEYS = {"tokens_per_s": "perf/tokens_per_s", "samples_per_s": "perf/samples_per_s", "mfu": "perf/mfu"}
-
-
-def wandb_key(key: str) -> str:
-    return _WANDB_KEYS.get(key, key if "/" in key else f"train/{key}")
-
-
-class _Logger:
-    """metrics.jsonl + wandb + progress, rank 0 only.
-
-    Progress is a tqdm bar on a terminal; otherwise (nohup, SLURM, a pipe) one plain line per
-    logged step: step, loss, MLM/NSP accuracy, lr, tokens/s and ETA.
-    """
-
-    def __init__(self, cfg: PretrainConfig, out: Path, start_step: int, rank: int,
-                 run_info: Optional[dict[str, Any]] = None):
-        self.rank = rank
-        self.path = out / "metrics.jsonl"
-        self.wandb = None
-        self.bar = None
-        self.max_steps = cfg.train.max_steps
-        self.t0, self.step0 = time.perf_counter(), start_step
-        if rank != 0:
-            return
-        truncate_metrics(self.path, start_step)
-        if cfg.wandb.mode != "disabled":
-            import wandb
-
-            wdir = Path(cfg.wandb.dir or out)
-            wdir.mkdir(parents=True, exist_ok=True)
-            # A resumed run continues the same wandb run (same id, resume="allow"), so its
-            # curves stay one line; a fresh run (step 0) gets a new id.
-            id_file = out / "wandb_run_id"
-            run_id = id_file.read_text().strip() if start_step > 0 and id_file.is_file() else None
-            if not run_id:
-                run_id = uuid.uuid4().hex[:12]
-                id_file.write_text(run_id + "\n")
-            self.wandb = wandb.init(project=cfg.wandb.project, entity=cfg.wandb.entity, name=cfg.wandb.name,
-                                    group=cfg.wandb.group, tags=cfg.wandb.tags or None, mode=cfg.wandb.mode,
-                                    dir=str(wdir), config={**to_dict(cfg), **(run_info or {})},
-                                    reinit="finish_previous", id=run_id, resume="allow")
-            where = self.wandb.url or f"{self.wandb.dir} (offline; upload with: wandb sync {Path(self.wandb.dir).parent})"
-            print(f"[zhbert] wandb run {run_id}: {where}", flush=True)
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=cfg.train.max_steps, initial=start_step, desc="pretrain", dynamic_ncols=True,
-                        disable=None)
-
-    def log(self, rec: dict) -> None:
-        if self.rank != 0:
-            return
-        rec = {k: _finite_or_none(v) for k, v in rec.items()}  # NaN/inf -> null: strict JSON
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec, allow_nan=False) + "\n")
-        if self.wandb is not None:
-            self.wandb.log({wandb_key(k): v for k, v in rec.items() if k != "step" and v is not None},
-                           step=rec["step"])
-        if self.bar is None or self.bar.disable:
-            print(self.line(rec), flush=True)
-
-    def line(self, rec: dict) -> str:
-        """``step 20/300 | loss 7.412 | mlm_acc 0.061 | nsp_acc 0.52 | lr 3.3e-04 | 5,210 tok/s | ETA 4m10s``"""
-        parts = [f"step {rec['step']}/{self.max_steps}", f"loss {_fmt(rec.get('loss'))}"]
-        for k in ("mlm_acc", "nsp_acc"):
-            if rec.get(k) is not None:
-                parts.append(f"{k} {rec[k]:.3f}")
-        parts.append(f"lr {rec['lr']:.2e}")
-        if rec.get("tokens_per_s") is not None:
-            parts.append(f"{rec['tokens_per_s']:,.0f} tok/s")
-        if rec.get("eval/mlm_acc") is not None:
-            parts.append(f"eval mlm_acc {rec['eval/mlm_acc']:.3f}")
-        done = rec["step"] - self.step0
-        if done > 0 and rec["step"] < self.max_steps:
-            eta = (time.perf_counter() - self.t0) / done * (self.max_steps - rec["step"])
-            parts.append(f"ETA {_duration(eta)}")
-        if rec.get("nonfinite"):
-            parts.append("NON-FINITE")
-        return "[zhbert] " + " | ".join(parts)
-
-    def advance(self, n: int, postfix: dict) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-            self.bar.set_postfix(postfix, refresh=False)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        if self.wandb is not None:
-            self.wandb.finish()
-
-
-def _duration(seconds: float) -> str:
-    m, sec = divmod(int(seconds + 0.5), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s"
-
-
-def _finite_or_none(v: Any) -> Any:
-    return None if isinstance(v, float) and not math.isfinite(v) else v
-
-
-def _rank0_decides(fn, rank: int, world: int):
-    """``fn()`` run on rank 0 only, its result (or its ZhbertError) broadcast to every rank, so
-    all ranks resume from the same checkpoint and fail together rather than wait forever."""
-    import torch.distributed as dist
-
-    box: list[Any] = [None]
-    if rank == 0:
-        try:
-            box = [("ok", fn())]
-        except ZhbertError as e:
-            box = [("error", e)]
-    if world > 1:
-        dist.broadcast_object_list(box, src=0)
-    kind, value = box[0]
-    if kind == "error":
-        raise value
-    return value
-
-
 class _SkipOptimizerStep:
     """Make the ``engine.step()`` inside it apply nothing, the way DeepSpeed's own optimizers
     skip a step with overflowing gradients: the wrapped torch optimizer's ``step`` is a no-op
@@ -461,6 +197,33 @@ class _SkipOptimizerStep:
         return False
 
 
+@dataclass
+class Run:
+    """Everything a training run is built from, checked before anything heavy starts."""
+
+    cfg: PretrainConfig
+    out: Path
+    dist: Any  # launch.Distributed
+    tokenizer: Any
+    model_config: Any
+    ds_config: dict
+    train_batches: Any  # order.ShardedBatches
+    eval_batches: Any  # order.ShardedBatches or None
+    resume_dir: Optional[Path]
+    resume_meta: dict
+
+
+@dataclass
+class StepResult:
+    """One optimizer step: its sums over micro-batches and ranks, and what the optimizer did."""
+
+    totals: StepTotals
+    lr: float  # the lr this step applied
+    grad_norm: Optional[float]
+    applied: bool  # False: the optimizer skipped the step (non-finite gradients)
+    next_position: Any  # order.DataPosition after the step's last micro-batch
+
+
 def train(cfg: PretrainConfig) -> dict[str, Any]:
     """Pretrain (or continue) according to ``cfg``; returns a summary dict.
 
@@ -469,288 +232,294 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
     already initialised, that process group is used and left open.
     """
     setup_env()
-    import deepspeed
-    import torch
-    import torch.distributed as dist
-    from deepspeed.accelerator import get_accelerator
-
-    from zhbert.train import checkpoint as ckpt_mod
-    from zhbert.train.collator import PretrainingCollator
-    from zhbert.train.order import DataPosition, ShardedBatches, iterate, rescale_position
-    from zhbert.train.ds_config import build_ds_config
-    from zhbert.train.masking import VocabInfo
-    from zhbert.model.modeling import BertForPreTraining
-    from zhbert.prep.prepare import load_prepared
-    from zhbert.prep.tokenizer import ChineseTokenizer
-
-    owns_pg = not dist.is_initialized()
-    accel = get_accelerator()
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device_type = accel.device_name()
-    if device_type == "cuda":
-        accel.set_device(local_rank)  # before the process group, so NCCL binds the right GPU
-        device = torch.device("cuda", local_rank)
-    else:
-        device = torch.device(device_type)
-    deepspeed.init_distributed(dist_backend=accel.communication_backend_name())
-    rank, world = dist.get_rank(), dist.get_world_size()
-    t, out = cfg.train, Path(cfg.train.output_dir)
+    dist_ = start_distributed()
     try:
-        # ---- data, tokenizer, model config (all checked before anything heavy)
-        if cfg.model.init_from:  # rank 0 first: a registry name may need a download
-            if rank == 0:
-                resolve_init_from(cfg.model.init_from)
-            ckpt_mod._barrier()
-        if cfg.data.fullwidth is None:  # what the model's vocabulary saw (see DataConfig.fullwidth)
-            cfg.data.fullwidth = normalization_key(init_normalization(cfg.model.init_from))[0] \
-                if cfg.model.init_from else False
-        ensure_data(cfg, rank)
-        from zhbert.prep.prepare import check_prepared_matches
-
-        cfg.data = check_prepared_matches(cfg.data)  # refuses a dir prepared from other data.*
-        data_dir = cfg.data.dir
-        tokenizer = ChineseTokenizer.from_dir(data_dir)
-        check_data_vocab(data_dir, tokenizer)
-        model_config = resolve_model_config(cfg, tokenizer, data_dir)
-        ds_cfg = build_ds_config(cfg, world, device_type, hidden_size=model_config.hidden_size)
-        dsets = load_prepared(data_dir)
-        collator = PretrainingCollator(VocabInfo.from_tokenizer(tokenizer), cfg.masking, cfg.data.max_seq_length)
-        train_batches = ShardedBatches(dsets["train"], collator, seed=t.seed, rank=rank, world_size=world,
-                                       micro_batch_size=t.micro_batch_size)
-        eval_batches = None
-        eval_micro = min(t.micro_batch_size, len(dsets["validation"]) // world) if "validation" in dsets else 0
-        if eval_micro >= 1:  # a small validation split gets smaller eval batches
-            eval_batches = ShardedBatches(dsets["validation"], collator, seed=t.eval_seed, rank=rank,
-                                          world_size=world, micro_batch_size=eval_micro, shuffle=False,
-                                          name="validation")
-        elif rank == 0:
-            warnings.warn(f"{data_dir}: validation split has fewer instances than ranks: eval is skipped",
-                          stacklevel=2)
-
-        # rank 0 verifies the candidates (sha256, weights-only unpickling) and tells the others
-        resume_dir = _rank0_decides(lambda: ckpt_mod.resolve_resume(t.resume, out), rank, world)
-        meta = ckpt_mod.read_meta(resume_dir) if resume_dir is not None else {}
-        sharded = False
-        if resume_dir is not None:
-            ckpt_mod.check_resume_compatible(resume_dir, meta, model_config, tokenizer, data_dir,
-                                             allow_normalization_change=t.allow_normalization_change)
-            # ZeRO 0 state is one replicated file: it resumes on any number of ranks as it is
-            sharded = ckpt_mod.is_sharded(resume_dir)
-            if not sharded:
-                ds_cfg.pop("checkpoint", None)  # no universal loading for it
-
-        def write_run_files() -> None:
-            try:
-                out.mkdir(parents=True, exist_ok=True)
-                if t.resume == "never":
-                    _move_previous_run_aside(out)
-                (out / "ds_config.json").write_text(json.dumps(ds_cfg, indent=2) + "\n", encoding="utf-8")
-                save_config(cfg, out / "config.yaml")
-            except OSError as e:
-                raise disk_error(e, e.filename or out) or ConfigError(
-                    f"train.output_dir {out}: cannot write: {e.strerror or e}") from None
-
-        _rank0_decides(write_run_files, rank, world)
-
-        # ---- model + engine
-        torch.manual_seed(t.seed)  # same initial weights on every rank (and in every rerun)
-        if cfg.model.init_from:
-            model = BertForPreTraining.from_pretrained(resolve_init_from(cfg.model.init_from), config=model_config)
-        else:
-            model = BertForPreTraining(model_config)
-        if cfg.model.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
+        run = build_run(cfg, dist_)
+        engine = build_engine(run)
+        state = resume_or_start(run, engine)
+        t, rank = cfg.train, dist_.rank
+        logger = RunLogger(cfg, run.out, state.step, rank, run_info={
+            "model_config": run.model_config.to_dict(), "world_size": dist_.world,
+            "global_batch_size": t.micro_batch_size * t.gradient_accumulation_steps * dist_.world,
+            "resumed_from": str(run.resume_dir) if run.resume_dir is not None else None})
+        window = Throughput(run.model_config, peak_tflops(cfg, dist_.device_type), dist_.world)
+        guard = NonFiniteGuard(t, run.out)
         try:
-            engine, _, _, scheduler = deepspeed.initialize(
-                model=model, model_parameters=_param_groups(model, t.weight_decay), config=ds_cfg)
-        except (ValueError, TypeError, KeyError, AssertionError) as e:
-            if not (cfg.deepspeed.extra or cfg.deepspeed.config_file):
-                raise
-            first = "; ".join(line.strip() for line in str(e).strip().splitlines()[:3] if line.strip())
-            given = ", ".join(filter(None, [f"deepspeed.config_file {cfg.deepspeed.config_file}"
-                                            if cfg.deepspeed.config_file else "",
-                                            f"deepspeed.extra keys {', '.join(sorted(cfg.deepspeed.extra))}"
-                                            if cfg.deepspeed.extra else ""]))
-            raise ConfigError(f"deepspeed.extra: DeepSpeed rejected the config made with {given} "
-                              f"(see {out / 'ds_config.json'}): {type(e).__name__}: {first}") from None
-
-        if scheduler is not None:
-            # DeepSpeed's Warmup* schedulers start at iteration -1 (= min lr) and count from there;
-            # stepping to 0 makes optimizer step s (1-based) use the schedule's value at s-1.
-            scheduler.step(0)
-
-        # ---- resume (overwrites the scheduler state)
-        step, samples_seen, tokens_seen = 0, 0, 0
-        position = DataPosition()
-        if resume_dir is not None:
-            tag = meta["ds_tag"]
-            if sharded and meta.get("world_size") != world and not t.resume_universal:
-                raise CheckpointError(
-                    f"{resume_dir} was saved by {meta.get('world_size')} ranks, this run has {world}, and its "
-                    f"ZeRO stage {meta.get('zero_stage')} state is sharded per rank. Convert it with "
-                    f"`zhbert universal {resume_dir}` and resume with train.resume={resume_dir} "
-                    "train.resume_universal=true")
-            if sharded and t.resume_universal:
-                tag = meta.get("ds_universal_tag") or ckpt_mod.universal_tag(resume_dir)
-                if not (Path(resume_dir) / ckpt_mod.DS_DIR / tag).is_dir():
-                    raise CheckpointError(f"{resume_dir}: no universal checkpoint {tag}; run "
-                                          f"`zhbert universal {resume_dir}` first")
-            load_path, _ = engine.load_checkpoint(str(Path(resume_dir) / ckpt_mod.DS_DIR), tag=tag,
-                                                  load_optimizer_states=True, load_lr_scheduler_states=True)
-            if load_path is None:
-                raise CheckpointError(f"{resume_dir}: DeepSpeed could not load tag {tag}")
-            step, samples_seen, tokens_seen = int(meta["step"]), int(meta["samples_seen"]), int(meta["tokens_seen"])
-            position = rescale_position(DataPosition.from_dict(meta["data_position"]),
-                                        int(meta.get("global_micro_batch", train_batches.global_micro)),
-                                        train_batches.global_micro)
-            if not ckpt_mod.load_rng(resume_dir, rank):
-                warnings.warn(f"{resume_dir}: rng/rank_{rank}.pt is missing: the resumed run is no longer "
-                              "identical to an uninterrupted one (its dropout draws differ)", stacklevel=2)
-            changed = _changed_keys(meta.get("config", {}), to_dict(cfg))
-            if changed and rank == 0:
-                warnings.warn(f"resuming {resume_dir} with a different {', '.join(changed)}: the data order, masks "
-                              "or batch size differ from the original run", stacklevel=2)
-            if rank == 0:
-                print(f"[zhbert] resumed from {resume_dir} at step {step}, data position "
-                      f"epoch {position.epoch} batch {position.batch_index}", flush=True)
-
-        logger = _Logger(cfg, out, step, rank, run_info={
-            "model_config": model_config.to_dict(), "world_size": world,
-            "global_batch_size": t.micro_batch_size * t.gradient_accumulation_steps * world,
-            "resumed_from": str(resume_dir) if resume_dir is not None else None})
-        peak = _peak_tflops(cfg, device_type)
-        last_saved = step if resume_dir is not None else None
-        last_rec: dict[str, Any] = {}
-        # fp32 without ZeRO: DeepSpeed hands the step to a plain torch optimizer, which would apply
-        # NaN/inf gradients, so zhbert measures the norm before the step and drops such a step.
-        # Every other mode (bf16, fp16, ZeRO 1-3) has DeepSpeed check the gradients and skip the
-        # step itself (``was_step_applied``); fp16's scaler-overflow skips are routine, not faults.
-        own_norm = cfg.deepspeed.zero_stage == 0 and cfg.deepspeed.precision == "fp32"
-        nonfinite_run, nonfinite_total = 0, 0
-        try:
-            it = iterate(train_batches, position, workers=t.dataloader_workers)
+            batches = iterate(run.train_batches, state.position, workers=t.dataloader_workers)
             engine.train()
-            window_t0, window_tokens, window_samples, window_flops = time.perf_counter(), 0, 0, 0.0
-            while step < t.max_steps:
-                # sums over this rank's micro-batches: loss, mlm, nsp, mlm_correct, mlm_count,
-                # nsp_correct, nsp_count, real tokens, samples, padded tokens
-                # this rank's sums over its micro-batches, kept on the device (one sync per step):
-                # loss, mlm, nsp, mlm_correct, mlm_count, nsp_correct, nsp_count, real tokens,
-                # samples, padded tokens
-                acc = torch.zeros(10, dtype=torch.float64, device=device)
-                grad_norm, applied = None, True
-                lr = float(engine.get_lr()[0])  # the lr this optimizer step applies
-                for _ in range(t.gradient_accumulation_steps):
-                    pos, batch = next(it)
-                    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                    res = engine(**batch)
-                    engine.backward(res.loss)
-                    boundary = engine.is_gradient_accumulation_boundary()
-                    if boundary and own_norm:
-                        grad_norm = _grad_norm_fp32(engine.module)  # DeepSpeed does not report it here
-                        applied = math.isfinite(grad_norm)
-                    if applied:
-                        engine.step()
-                    else:
-                        with _SkipOptimizerStep(engine):
-                            engine.step()
-                    if boundary and not own_norm:
-                        applied = engine.was_step_applied()
-                    ids = batch["input_ids"]
-                    acc += torch.stack([res.loss.detach().double(), res.mlm_loss.detach().double(),
-                                        res.nsp_loss.detach().double(), res.mlm_correct.double(),
-                                        res.mlm_count.double(), res.nsp_correct.double(), res.nsp_count.double(),
-                                        batch["attention_mask"].sum().double(),
-                                        torch.tensor(float(ids.shape[0]), dtype=torch.float64, device=device),
-                                        torch.tensor(float(ids.numel()), dtype=torch.float64, device=device)])
-                position = train_batches.position(train_batches.linear(pos) + 1)
-                step += 1
-                if world > 1:
-                    dist.all_reduce(acc)
-                acc = acc.cpu()
-                if grad_norm is None:
-                    g = engine.get_global_grad_norm()
-                    grad_norm = float(g) if g is not None else None
-                loss_sum = float(acc[0])
-                if cfg.deepspeed.precision == "fp16":
-                    nonfinite = not math.isfinite(loss_sum)
-                else:
-                    nonfinite = not (math.isfinite(loss_sum) and applied
-                                     and (grad_norm is None or math.isfinite(grad_norm)))
-                n_micro = t.gradient_accumulation_steps * world
-                samples_seen += int(acc[8])
-                tokens_seen += int(acc[7])
-                window_tokens += int(acc[7])
-                window_samples += int(acc[8])
-                window_flops += model_flops_per_token(model_config, float(acc[9] / max(1.0, acc[8]))) * float(acc[7])
-                rec = {"step": step, "loss": float(acc[0]) / n_micro, "mlm_loss": float(acc[1]) / n_micro,
-                       "nsp_loss": float(acc[2]) / n_micro,
-                       "mlm_acc": float(acc[3] / acc[4]) if acc[4] > 0 else None,
-                       "nsp_acc": float(acc[5] / acc[6]) if acc[6] > 0 else None,
-                       "lr": lr, "grad_norm": grad_norm}
-                if cfg.deepspeed.precision == "fp16":
-                    rec["loss_scale"] = float(getattr(engine.optimizer, "cur_scale", float("nan")))
-                do_eval = eval_batches is not None and (step % t.eval_every == 0 or step == t.max_steps)
-                if nonfinite:
-                    rec["nonfinite"] = True
-                if step % t.log_every == 0 or step == 1 or step == t.max_steps or do_eval or nonfinite:
-                    dt = max(time.perf_counter() - window_t0, 1e-9)
-                    rec.update(tokens_per_s=window_tokens / dt, samples_per_s=window_samples / dt,
-                               epoch=position.epoch, samples=samples_seen, tokens=tokens_seen)
-                    if peak:
-                        rec["mfu"] = window_flops / dt / (peak * 1e12 * world)
+            while state.step < t.max_steps:
+                result = train_step(engine, batches, run)
+                state.advance(result)
+                window.add(result.totals)
+                rec = step_record(state, result, run, engine)
+                do_eval = run.eval_batches is not None and (state.step % t.eval_every == 0 or state.step == t.max_steps)
+                if state.step % t.log_every == 0 or state.step in (1, t.max_steps) or do_eval or rec.get("nonfinite"):
+                    rec.update(window.record(), epoch=state.position.epoch, samples=state.samples_seen,
+                               tokens=state.tokens_seen)
                     if do_eval:
-                        rec.update(evaluate(engine, eval_batches, t.eval_batches, device, world))
+                        rec.update(evaluate(engine, run.eval_batches, t.eval_batches, dist_.device, dist_.world))
                     logger.log(rec)
-                    last_rec = rec
-                    window_t0, window_tokens, window_samples, window_flops = time.perf_counter(), 0, 0, 0.0
-                logger.advance(1, {"loss": f"{rec['loss']:.3f}", "lr": f"{lr:.2e}"})
-                if nonfinite:
-                    nonfinite_run, nonfinite_total = nonfinite_run + 1, nonfinite_total + 1
-                    what = (f"loss {_fmt(rec['loss'])}, grad norm {_fmt(grad_norm)}; the update was not applied "
-                            f"and no checkpoint is written from it; last good checkpoint: "
-                            f"{ckpt_mod.find_latest(ckpt_mod.checkpoints_dir(out)) or 'none'}")
-                    if t.on_nonfinite == "stop":
-                        raise TrainingDiverged(f"non-finite loss or gradient norm at step {step} ({what}). Lower "
-                                               f"train.lr (now {t.lr:g}) or warm up longer; train.on_nonfinite=skip "
-                                               "drops such steps instead")
-                    if nonfinite_run >= t.max_nonfinite_skips:
-                        raise TrainingDiverged(f"{nonfinite_run} steps in a row with a non-finite loss or gradient "
-                                               f"norm (train.max_nonfinite_skips), the last at step {step} ({what}). "
-                                               f"Lower train.lr (now {t.lr:g})")
-                    if rank == 0:
-                        warnings.warn(f"step {step}: non-finite loss or gradient norm; step dropped "
-                                      f"({nonfinite_run} in a row, train.on_nonfinite=skip)", stacklevel=2)
-                else:
-                    nonfinite_run = 0
-
-                if step % t.checkpoint_every == 0 or step == t.max_steps:
-                    meta = {"samples_seen": samples_seen, "tokens_seen": tokens_seen,
-                            "data_position": position.to_dict(), "global_micro_batch": train_batches.global_micro,
-                            "batches_per_epoch": train_batches.batches_per_epoch,
-                            "seed": t.seed, "zero_stage": cfg.deepspeed.zero_stage,
-                            "precision": cfg.deepspeed.precision, "data_dir": str(Path(data_dir).resolve()),
-                            "vocab_sha256": tokenizer.vocab_sha256(), "text_normalization": tokenizer.normalization,
-                            "nonfinite_steps": nonfinite_total,
-                            "model_config": model_config.to_dict(), "config": to_dict(cfg),
-                            "rng_note": "per-rank torch RNG states in rng/rank_<r>.pt"}
-                    ckpt_mod.save_checkpoint(engine, output_dir=out, step=step, meta=meta, model_config=model_config,
-                                             tokenizer=tokenizer, zero_stage=cfg.deepspeed.zero_stage,
-                                             keep_last=t.keep_last)
-                    last_saved = step
+                    state.last_record = rec
+                logger.advance(1, {"loss": f"{rec['loss']:.3f}", "lr": f"{result.lr:.2e}"})
+                guard.check(rec, state, rank)  # TrainingDiverged stops the run
+                if state.step % t.checkpoint_every == 0 or state.step == t.max_steps:
+                    save(run, engine, state, nonfinite_steps=guard.total)
         finally:
             logger.close()
-        latest = ckpt_mod.checkpoints_dir(out) / f"step_{last_saved}" if last_saved is not None else None
-        return {"step": step, "output_dir": str(out), "checkpoint": str(latest) if latest else None,
-                "samples_seen": samples_seen, "tokens_seen": tokens_seen, "last": last_rec,
-                "nonfinite_steps": nonfinite_total}
+        latest = checkpoint.checkpoints_dir(run.out) / f"step_{state.last_saved}" if state.last_saved is not None else None
+        return {"step": state.step, "output_dir": str(run.out), "checkpoint": str(latest) if latest else None,
+                "samples_seen": state.samples_seen, "tokens_seen": state.tokens_seen, "last": state.last_record,
+                "nonfinite_steps": guard.total}
     finally:
-        if owns_pg and dist.is_initialized():
-            dist.destroy_process_group()
+        dist_.close()
 
 
-def _fmt(x: Optional[float]) -> str:
-    return "n/a" if x is None else f"{x:.4g}"
+def train_step(engine, batches, run: Run) -> StepResult:
+    """One optimizer step: A = gradient_accumulation_steps micro-batches, forward + backward
+    each, the optimizer at the last; then one all-reduce and one sync of the step's sums.
+
+    fp32 without ZeRO: DeepSpeed hands the step to a plain torch optimizer, which would apply
+    NaN/inf gradients, so the norm is measured before the step and such a step is skipped
+    (:class:`_SkipOptimizerStep`). Every other mode (bf16, fp16, ZeRO 1-3) has DeepSpeed check
+    the gradients and skip the step itself (``was_step_applied``).
+    """
+    cfg, device = run.cfg, run.dist.device
+    own_norm = cfg.deepspeed.zero_stage == 0 and cfg.deepspeed.precision == "fp32"
+    sums = DeviceSums(StepTotals, device)
+    grad_norm, applied = None, True
+    lr = float(engine.get_lr()[0])  # the lr this optimizer step applies
+    for _ in range(cfg.train.gradient_accumulation_steps):
+        pos, batch = next(batches)
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        res = engine(**batch)
+        engine.backward(res.loss)
+        boundary = engine.is_gradient_accumulation_boundary()
+        if boundary and own_norm:
+            grad_norm = _grad_norm_fp32(engine.module)  # DeepSpeed does not report it here
+            applied = math.isfinite(grad_norm)
+        if applied:
+            engine.step()
+        else:
+            with _SkipOptimizerStep(engine):
+                engine.step()
+        if boundary and not own_norm:
+            applied = engine.was_step_applied()
+        ids = batch["input_ids"]
+        sums.add(loss=res.loss, mlm_loss=res.mlm_loss, nsp_loss=res.nsp_loss, mlm_correct=res.mlm_correct,
+                 mlm_count=res.mlm_count, nsp_correct=res.nsp_correct, nsp_count=res.nsp_count,
+                 tokens=batch["attention_mask"].sum(), samples=float(ids.shape[0]), padded_tokens=float(ids.numel()))
+    totals = sums.totals(run.dist.world)
+    if grad_norm is None:
+        g = engine.get_global_grad_norm()
+        grad_norm = float(g) if g is not None else None
+    next_position = run.train_batches.position(run.train_batches.linear(pos) + 1)
+    return StepResult(totals, lr, grad_norm, applied, next_position)
+
+
+@dataclass
+class TrainState:
+    """Where the run is: what a checkpoint records and a resume restores."""
+
+    step: int = 0
+    samples_seen: int = 0
+    tokens_seen: int = 0
+    position: Any = None  # order.DataPosition of the next micro-batch
+    last_saved: Optional[int] = None
+    last_record: dict = dataclasses.field(default_factory=dict)
+
+    def advance(self, result: StepResult) -> None:
+        self.step += 1
+        self.position = result.next_position
+        self.samples_seen += int(result.totals.samples)
+        self.tokens_seen += int(result.totals.tokens)
+
+
+def step_record(state: TrainState, result: StepResult, run: Run, engine) -> dict[str, Any]:
+    """The step's metrics.jsonl record (throughput and eval keys are added when it is logged)."""
+    s, n_micro = result.totals, run.cfg.train.gradient_accumulation_steps * run.dist.world
+    rec = {"step": state.step, "loss": s.loss / n_micro, "mlm_loss": s.mlm_loss / n_micro,
+           "nsp_loss": s.nsp_loss / n_micro,
+           "mlm_acc": s.mlm_correct / s.mlm_count if s.mlm_count > 0 else None,
+           "nsp_acc": s.nsp_correct / s.nsp_count if s.nsp_count > 0 else None,
+           "lr": result.lr, "grad_norm": result.grad_norm}
+    if run.cfg.deepspeed.precision == "fp16":
+        rec["loss_scale"] = float(getattr(engine.optimizer, "cur_scale", float("nan")))
+        nonfinite = not math.isfinite(s.loss)  # scaler-overflow skips are routine, not faults
+    else:
+        nonfinite = not (math.isfinite(s.loss) and result.applied
+                         and (result.grad_norm is None or math.isfinite(result.grad_norm)))
+    if nonfinite:
+        rec["nonfinite"] = True
+    return rec
+
+
+class NonFiniteGuard:
+    """``train.on_nonfinite``: a step with a NaN/inf loss or gradient norm was not applied (see
+    :func:`train_step`); ``stop`` ends the run, ``skip`` goes on until ``max_nonfinite_skips``
+    such steps in a row. Every rank sees the same all-reduced sums, so all stop together."""
+
+    def __init__(self, t, out: Path):
+        self.t, self.out = t, out
+        self.run, self.total = 0, 0
+
+    def check(self, rec: dict, state: TrainState, rank: int) -> None:
+        if not rec.get("nonfinite"):
+            self.run = 0
+            return
+        self.run, self.total = self.run + 1, self.total + 1
+        what = (f"loss {fmt(rec['loss'])}, grad norm {fmt(rec['grad_norm'])}; the update was not applied "
+                f"and no checkpoint is written from it; last good checkpoint: "
+                f"{checkpoint.find_latest(checkpoint.checkpoints_dir(self.out)) or 'none'}")
+        if self.t.on_nonfinite == "stop":
+            raise TrainingDiverged(f"non-finite loss or gradient norm at step {state.step} ({what}). Lower "
+                                   f"train.lr (now {self.t.lr:g}) or warm up longer; train.on_nonfinite=skip "
+                                   "drops such steps instead")
+        if self.run >= self.t.max_nonfinite_skips:
+            raise TrainingDiverged(f"{self.run} steps in a row with a non-finite loss or gradient "
+                                   f"norm (train.max_nonfinite_skips), the last at step {state.step} ({what}). "
+                                   f"Lower train.lr (now {self.t.lr:g})")
+        if rank == 0:
+            warnings.warn(f"step {state.step}: non-finite loss or gradient norm; step dropped "
+                          f"({self.run} in a row, train.on_nonfinite=skip)", stacklevel=2)
+
+
+def save(run: Run, engine, state: TrainState, nonfinite_steps: int) -> None:
+    """Checkpoint ``step_<N>`` (collective: every rank calls it)."""
+    meta = checkpoint.run_meta(run.cfg, samples_seen=state.samples_seen, tokens_seen=state.tokens_seen,
+                               position=state.position, batches=run.train_batches, data_dir=run.cfg.data.dir,
+                               tokenizer=run.tokenizer, model_config=run.model_config,
+                               nonfinite_steps=nonfinite_steps)
+    checkpoint.save_checkpoint(engine, output_dir=run.out, step=state.step, meta=meta, model_config=run.model_config,
+                               tokenizer=run.tokenizer, zero_stage=run.cfg.deepspeed.zero_stage,
+                               keep_last=run.cfg.train.keep_last)
+    state.last_saved = state.step
+
+
+# ------------------------------------------------------------------------------ building a run
+
+
+def build_run(cfg: PretrainConfig, dist_) -> Run:
+    """Data (prepared first if needed, and checked to be what ``data.*`` asks for), tokenizer,
+    model config, DeepSpeed config, batches, the checkpoint to resume, the run's files."""
+    from zhbert.prep.prepare import check_prepared_matches, load_prepared
+    from zhbert.prep.tokenizer import ChineseTokenizer
+    from zhbert.train.collator import PretrainingCollator
+    from zhbert.train.ds_config import build_ds_config
+    from zhbert.train.masking import VocabInfo
+
+    rank, world, t, out = dist_.rank, dist_.world, cfg.train, Path(cfg.train.output_dir)
+    if cfg.model.init_from:  # rank 0 first: a registry name may need a download
+        if rank == 0:
+            resolve_init_from(cfg.model.init_from)
+        barrier()
+    if cfg.data.fullwidth is None:  # what the model's vocabulary saw (see DataConfig.fullwidth)
+        cfg.data.fullwidth = normalization_key(init_normalization(cfg.model.init_from))[0] \
+            if cfg.model.init_from else False
+    ensure_data(cfg, rank)
+    cfg.data = check_prepared_matches(cfg.data)  # refuses a dir prepared from other data.*
+    data_dir = cfg.data.dir
+    tokenizer = ChineseTokenizer.from_dir(data_dir)
+    check_data_vocab(data_dir, tokenizer)
+    model_config = resolve_model_config(cfg, tokenizer, data_dir)
+    ds_cfg = build_ds_config(cfg, world, dist_.device_type, hidden_size=model_config.hidden_size)
+    dsets = load_prepared(data_dir)
+    collator = PretrainingCollator(VocabInfo.from_tokenizer(tokenizer), cfg.masking, cfg.data.max_seq_length)
+    train_batches = ShardedBatches(dsets["train"], collator, seed=t.seed, rank=rank, world_size=world,
+                                   micro_batch_size=t.micro_batch_size)
+    eval_batches = None
+    eval_micro = min(t.micro_batch_size, len(dsets["validation"]) // world) if "validation" in dsets else 0
+    if eval_micro >= 1:  # a small validation split gets smaller eval batches
+        eval_batches = ShardedBatches(dsets["validation"], collator, seed=t.eval_seed, rank=rank,
+                                      world_size=world, micro_batch_size=eval_micro, shuffle=False,
+                                      name="validation")
+    elif rank == 0:
+        warnings.warn(f"{data_dir}: validation split has fewer instances than ranks: eval is skipped",
+                      stacklevel=2)
+
+    # rank 0 verifies the candidates (sha256, weights-only unpickling) and tells the others
+    resume_dir = rank0_decides(lambda: checkpoint.resolve_resume(t.resume, out), rank, world)
+    meta = checkpoint.read_meta(resume_dir) if resume_dir is not None else {}
+    if resume_dir is not None:
+        checkpoint.check_resume_compatible(resume_dir, meta, model_config, tokenizer, data_dir,
+                                           allow_normalization_change=t.allow_normalization_change)
+        if not checkpoint.is_sharded(resume_dir):
+            ds_cfg.pop("checkpoint", None)  # ZeRO-0 state loads on any world size, not as universal
+
+    def write_run_files() -> None:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            if t.resume == "never":
+                _move_previous_run_aside(out)
+            (out / "ds_config.json").write_text(json.dumps(ds_cfg, indent=2) + "\n", encoding="utf-8")
+            save_config(cfg, out / "config.yaml")
+        except OSError as e:
+            raise disk_error(e, e.filename or out) or ConfigError(
+                f"train.output_dir {out}: cannot write: {e.strerror or e}") from None
+
+    rank0_decides(write_run_files, rank, world)
+    return Run(cfg, out, dist_, tokenizer, model_config, ds_cfg, train_batches, eval_batches, resume_dir, meta)
+
+
+def build_engine(run: Run):
+    """The model (fresh with ``train.seed``, or ``model.init_from``'s weights) in a DeepSpeed engine."""
+    import deepspeed
+    import torch
+
+    from zhbert.model.modeling import BertForPreTraining
+
+    cfg, t = run.cfg, run.cfg.train
+    torch.manual_seed(t.seed)  # same initial weights on every rank (and in every rerun)
+    if cfg.model.init_from:
+        model = BertForPreTraining.from_pretrained(resolve_init_from(cfg.model.init_from), config=run.model_config)
+    else:
+        model = BertForPreTraining(run.model_config)
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    try:
+        engine, _, _, scheduler = deepspeed.initialize(
+            model=model, model_parameters=_param_groups(model, t.weight_decay), config=run.ds_config)
+    except (ValueError, TypeError, KeyError, AssertionError) as e:
+        if not (cfg.deepspeed.extra or cfg.deepspeed.config_file):
+            raise
+        first = "; ".join(line.strip() for line in str(e).strip().splitlines()[:3] if line.strip())
+        given = ", ".join(filter(None, [f"deepspeed.config_file {cfg.deepspeed.config_file}"
+                                        if cfg.deepspeed.config_file else "",
+                                        f"deepspeed.extra keys {', '.join(sorted(cfg.deepspeed.extra))}"
+                                        if cfg.deepspeed.extra else ""]))
+        raise ConfigError(f"deepspeed.extra: DeepSpeed rejected the config made with {given} "
+                          f"(see {run.out / 'ds_config.json'}): {type(e).__name__}: {first}") from None
+    if scheduler is not None:
+        # DeepSpeed's Warmup* schedulers start at iteration -1 (= min lr) and count from there;
+        # stepping to 0 makes optimizer step s (1-based) use the schedule's value at s-1.
+        scheduler.step(0)
+    return engine
+
+
+def resume_or_start(run: Run, engine) -> TrainState:
+    """Step 0, or the resumed checkpoint's weights, optimizer, LR schedule, RNG, counters and
+    data position (rescaled when the global micro-batch changed)."""
+    state = TrainState(position=DataPosition())
+    d, meta, rank = run.resume_dir, run.resume_meta, run.dist.rank
+    if d is None:
+        return state
+    checkpoint.load_into(engine, d, meta, world=run.dist.world, resume_universal=run.cfg.train.resume_universal)
+    state.step, state.samples_seen, state.tokens_seen = int(meta["step"]), int(meta["samples_seen"]), \
+        int(meta["tokens_seen"])
+    state.position = rescale_position(DataPosition.from_dict(meta["data_position"]),
+                                      int(meta.get("global_micro_batch", run.train_batches.global_micro)),
+                                      run.train_batches.global_micro)
+    state.last_saved = state.step
+    if not checkpoint.load_rng(d, rank):
+        warnings.warn(f"{d}: rng/rank_{rank}.pt is missing: the resumed run is no longer "
+                      "identical to an uninterrupted one (its dropout draws differ)", stacklevel=2)
+    changed = _changed_keys(meta.get("config", {}), to_dict(run.cfg))
+    if changed and rank == 0:
+        warnings.warn(f"resuming {d} with a different {', '.join(changed)}: the data order, masks "
+                      "or batch size differ from the original run", stacklevel=2)
+    if rank == 0:
+        print(f"[zhbert] resumed from {d} at step {state.step}, data position "
+              f"epoch {state.position.epoch} batch {state.position.batch_index}", flush=True)
+    return state
 
 
 def _move_previous_run_aside(out: Path) -> None:
@@ -779,26 +548,22 @@ def evaluate(engine, batches, max_batches: int, device, world: int) -> dict[str,
     over masked tokens / NSP rows across all ranks and batches.
     """
     import torch
-    import torch.distributed as dist
 
     n = min(max_batches, batches.batches_per_epoch)
-    acc = torch.zeros(6, dtype=torch.float64)  # mlm_loss*count, mlm_correct, mlm_count, nsp_loss*count, nsp_correct, nsp_count
+    sums = DeviceSums(EvalTotals, device)
     engine.eval()
     with torch.no_grad():
         for b in range(n):
             batch = {k: v.to(device) for k, v in batches.batch(0, b).items()}
             r = engine(**batch)
             mc, nc = float(r.mlm_count), float(r.nsp_count)
-            acc += torch.tensor([float(r.mlm_loss) * mc, float(r.mlm_correct), mc, float(r.nsp_loss) * nc,
-                                 float(r.nsp_correct), nc], dtype=torch.float64)
+            sums.add(mlm_loss_sum=float(r.mlm_loss) * mc, mlm_correct=float(r.mlm_correct), mlm_count=mc,
+                     nsp_loss_sum=float(r.nsp_loss) * nc, nsp_correct=float(r.nsp_correct), nsp_count=nc)
     engine.train()
-    if world > 1:
-        acc_dev = acc.to(device)
-        dist.all_reduce(acc_dev)
-        acc = acc_dev.cpu()
-    out = {"eval/mlm_loss": float(acc[0] / acc[2]) if acc[2] else None,
-           "eval/mlm_acc": float(acc[1] / acc[2]) if acc[2] else None}
-    if acc[5]:
-        out.update({"eval/nsp_loss": float(acc[3] / acc[5]), "eval/nsp_acc": float(acc[4] / acc[5])})
+    e = sums.totals(world)
+    out = {"eval/mlm_loss": e.mlm_loss_sum / e.mlm_count if e.mlm_count else None,
+           "eval/mlm_acc": e.mlm_correct / e.mlm_count if e.mlm_count else None}
+    if e.nsp_count:
+        out.update({"eval/nsp_loss": e.nsp_loss_sum / e.nsp_count, "eval/nsp_acc": e.nsp_correct / e.nsp_count})
     out["eval/loss"] = (out["eval/mlm_loss"] or 0.0) + out.get("eval/nsp_loss", 0.0)
     return out

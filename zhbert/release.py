@@ -28,7 +28,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
@@ -36,6 +35,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from zhbert.errors import CheckpointError, ZhbertError
+from zhbert.hub.resolve import resolve_model_dir
+from zhbert.train.checkpoint import read_meta
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json")
@@ -65,31 +66,20 @@ class _Source:
     run_dir: Optional[Path]  # holds metrics.jsonl
 
 
-def _newest_step(d: Path) -> Optional[Path]:
-    steps = [p for p in d.glob("step_*") if p.is_dir() and p.name[5:].isdigit()]
-    return max(steps, key=lambda p: int(p.name[5:])) if steps else None
-
-
 def locate_checkpoint(path: str | Path) -> _Source:
-    """A step_<N>/ dir, its hf/ dir, or a run dir (newest step) -> the pieces of a release."""
+    """A step_<N>/ dir, its hf/ dir, or a run dir -> the pieces of a release.
+
+    The weights are the HF directory :func:`zhbert.hub.resolve.resolve_model_dir` picks (a
+    run dir: its newest complete step); meta.json is the step's (or one beside the weights).
+    """
     p = Path(path)
     if not p.is_dir():
         raise CheckpointError(f"{p}: checkpoint directory not found")
-    step = p
-    if not (p / "hf").is_dir() and not (p / "config.json").is_file():
-        step = _newest_step(p / "checkpoints") or _newest_step(p) or p
-    hf = step / "hf" if (step / "hf" / "config.json").is_file() else step
-    if not (hf / "config.json").is_file():
-        raise CheckpointError(f"{p}: no pretraining checkpoint here: expected step_<N>/hf/config.json "
-                              f"(a zhbert checkpoint), an HF directory, or a run dir with checkpoints/")
-    meta_path = next((m for m in (step / "meta.json", hf / "meta.json", hf.parent / "meta.json")
-                      if m.is_file()), None)
+    hf = resolve_model_dir(p, what="release CKPT")
+    meta_path = next((m for m in (hf / "meta.json", hf.parent / "meta.json") if m.is_file()), None)
     meta: dict[str, Any] = {}
     if meta_path is not None:
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"{meta_path}: unreadable meta.json: {e}") from None
+        meta = read_meta(meta_path.parent)  # CheckpointError naming the file when unreadable
         if not isinstance(meta, dict):
             raise CheckpointError(f"{meta_path}: expected a JSON object")
     step_dir = meta_path.parent if meta_path else hf
@@ -143,10 +133,8 @@ def _final_metrics(run_dir: Optional[Path], step: Optional[int]) -> dict[str, di
 # =============================================================================== the bundle
 def _copy_model(src: _Source, out: Path) -> dict[str, Any]:
     """config.json + model.safetensors (converted from .bin if needed) + tokenizer files."""
-    from safetensors.torch import save_file
-
     from zhbert.model.modeling import BertForPreTraining
-    from zhbert.model.weights import load_state_dict, normalize_state_dict
+    from zhbert.model.weights import load_state_dict, normalize_state_dict, save_state_dict
 
     sd = normalize_state_dict(load_state_dict(src.hf))
     missing = [head for head, key in HEAD_KEYS.items() if key not in sd]
@@ -164,11 +152,7 @@ def _copy_model(src: _Source, out: Path) -> dict[str, Any]:
     if (src.hf / "model.safetensors").is_file():
         shutil.copy2(src.hf / "model.safetensors", out / "model.safetensors")
     else:  # sharded or .bin: one safetensors file with the normalised names
-        sd.pop("cls.predictions.decoder.weight", None)
-        save_file({k: v.contiguous() for k, v in sd.items()}, str(out / "model.safetensors"),
-                  metadata={"format": "pt"})
-    if not (src.hf / "vocab.txt").is_file():
-        raise CheckpointError(f"{src.hf}: no vocab.txt next to the weights")
+        save_state_dict(sd, out / "model.safetensors")
     for name in TOKENIZER_FILES:
         if (src.hf / name).is_file():
             shutil.copy2(src.hf / name, out / name)
@@ -405,7 +389,7 @@ def build_release(ckpt: str | Path, out: str | Path, *, results: Optional[str | 
                   description: Optional[str] = None) -> Release:
     """Build a release directory (and optionally a tarball) from a pretraining checkpoint.
 
-    ckpt: ``RUN/checkpoints/step_<N>/`` (or its ``hf/``, or a run dir: newest step).
+    ckpt: ``RUN/checkpoints/step_<N>/`` (or its ``hf/``, or a run dir: its newest complete step).
     out: the release directory; must not exist or be empty. The tarball goes next to it
         as ``<name>.tar.gz``, its top-level directory named ``<name>``.
     results: ``results.json`` from ``zhbert eval clue`` (a CLUE table in the model card).
@@ -452,7 +436,7 @@ def build_release(ckpt: str | Path, out: str | Path, *, results: Optional[str | 
     if tar:
         tarball = out.parent / f"{name}.tar.gz"
         deterministic_tar(out, tarball, name, exclude=("registry_entry.yaml",))
-        from zhbert.hub.registry import sha256_file
+        from zhbert.hub.download import sha256_file
 
         release.tarball, release.size, release.sha256 = tarball, tarball.stat().st_size, sha256_file(tarball)
         entry = {"url": url_placeholder or DEFAULT_URL.format(name=name), "sha256": release.sha256,
@@ -467,32 +451,3 @@ def build_release(ckpt: str | Path, out: str | Path, *, results: Optional[str | 
     release.registry_yaml = registry_yaml(name, entry)
     (out / "registry_entry.yaml").write_text(release.registry_yaml, encoding="utf-8")
     return release
-
-
-# ==================================================================================== CLI
-def add_cli(sub) -> None:
-    p = sub.add_parser(
-        "release", help="bundle a pretraining checkpoint for others: HF dir, model card, SHA256SUMS",
-        description="Build a release directory from a pretraining checkpoint (RUN/checkpoints/"
-        "step_<N>/): HF BertForPreTraining weights with both heads, tokenizer files, a README.md "
-        "model card and a SHA256SUMS manifest; with --tar also a deterministic .tar.gz next to it. "
-        "Prints (and writes as OUT/registry_entry.yaml) the registry entry for `zhbert download`.")
-    p.add_argument("ckpt", metavar="CKPT", help="step_<N>/ checkpoint dir (or its hf/, or a run dir)")
-    p.add_argument("out", metavar="OUT", help="release directory to create")
-    p.add_argument("--results", help="results.json of `zhbert eval clue` for the model card")
-    p.add_argument("--tar", action="store_true", help="also write OUT/../NAME.tar.gz")
-    p.add_argument("--name", help="release name (default: OUT's directory name)")
-    p.add_argument("--url-placeholder", metavar="URL", help="url to put in the registry entry")
-    p.add_argument("--description", help="one-line description for the registry entry")
-    p.set_defaults(func=_run_release)
-
-
-def _run_release(args) -> int:
-    rel = build_release(args.ckpt, args.out, results=args.results, tar=args.tar, name=args.name,
-                        url_placeholder=args.url_placeholder, description=args.description)
-    print(f"release directory: {rel.directory}", file=sys.stderr)
-    if rel.tarball:
-        print(f"tarball: {rel.tarball} ({rel.size:,} bytes, sha256 {rel.sha256})", file=sys.stderr)
-    print(f"registry entry ({rel.directory / 'registry_entry.yaml'}):", file=sys.stderr)
-    sys.stdout.write(rel.registry_yaml)
-    return 0
