@@ -263,6 +263,8 @@ def test_eval_clue_end_to_end(tiny_model, tmp_path, capsys):
             # eval every step + epoch ends: 2 epochs of ceil(train/4) steps
             assert seed_res["total_steps"] == 2 * -(-r["train_size"] // 4) == len(seed_res["history"])
         assert r["max"] == pytest.approx(max(accs)) and r["mean"] == pytest.approx(sum(accs) / 2)
+        labelled = [g for g in gold if g is not None]
+        assert r["majority_rate"] == pytest.approx(max(labelled.count(x) for x in set(labelled)) / len(labelled))
     assert res["tasks"]["ocnli"]["dropped"] == {"train": 1, "dev": 1}
     avg = sum(r["mean"] for r in res["tasks"].values()) / 3
     assert res["clue_average"]["mean"] == pytest.approx(avg)
@@ -406,3 +408,18 @@ def test_write_submission_without_any_test_predictions(tmp_path):
     with pytest.warns(UserWarning, match="TNEWS: no test predictions"):
         assert write_submission(tmp_path, {"tnews": seed_dir}) is None
     assert not (tmp_path / "submission.zip").exists()
+
+
+def test_tables_show_the_majority_class_rate_and_flag_scores_at_it():
+    from zhbert.clue.report import results_markdown
+
+    def task(mean, majority):
+        return {"max": mean, "mean": mean, "majority_rate": majority, "seeds": {"1": {"dev_accuracy": mean}},
+                "train_size": 100, "dev_size": 50, "dropped": {"train": 0, "dev": 0},
+                "hyperparameters": {"lr": 2e-5, "epochs": 3, "batch_size": 16, "max_seq_length": 128}}
+
+    results = {"model": "m", "seeds": [1], "skipped": {}, "clue_average": {"max": 0.4, "mean": 0.4},
+               "tasks": {"tnews": task(0.153, 0.109), "ocnli": task(0.3695, 0.374)}}
+    md = results_markdown(results)
+    assert "| majority class | 10.90 | 37.40 | 24.15 |" in md
+    assert "OCNLI: 36.95 is at the majority-class rate (37.40)" in md and "TNEWS:" not in md.split("| Task |")[0].split("majority class")[1]

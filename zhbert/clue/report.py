@@ -89,6 +89,31 @@ def _pct(x: Optional[float]) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
 
 
+# A task scored within this much of its majority-class rate is flagged: the model did not learn it.
+NEAR_MAJORITY = 0.01
+
+
+def majority_rate(labels: list) -> float:
+    """Dev accuracy of always answering the most frequent dev label (the floor a model that
+    learned nothing reaches)."""
+    from collections import Counter
+
+    return Counter(labels).most_common(1)[0][1] / len(labels) if labels else 0.0
+
+
+def near_majority(results: dict) -> list[str]:
+    """One warning per task whose mean dev accuracy is at (or within NEAR_MAJORITY of) the
+    majority-class rate, with the likely causes."""
+    out = []
+    for t, r in results["tasks"].items():
+        maj = r.get("majority_rate")
+        if maj is not None and r["mean"] <= maj + NEAR_MAJORITY:
+            out.append(f"WARNING {TASKS[t].title}: {_pct(r['mean'])} is at the majority-class rate ({_pct(maj)}): the "
+                       f"model did not learn the task. Likely causes: an lr too low for the model's size (small "
+                       f"models need ~1e-4 to 5e-4, not BERT-base's 2e-5), too few steps or epochs, too few train rows.")
+    return out
+
+
 def results_markdown(results: dict) -> str:
     """HFL/CLUE style: one row, a column per task holding "max (mean)" dev accuracy."""
     tasks = results["tasks"]
@@ -105,8 +130,18 @@ def results_markdown(results: dict) -> str:
         "| " + " | ".join(head) + " |",
         "|" + "|".join("---" for _ in head) + "|",
         "| " + " | ".join(row) + " |",
+    ]
+    majority = [tasks[t].get("majority_rate") for t in names]
+    if all(m is not None for m in majority):
+        lines.append("| " + " | ".join(["majority class", *[_pct(m) for m in majority],
+                                         _pct(sum(majority) / len(majority))]) + " |")
+    warnings_ = near_majority(results)
+    if warnings_:
+        lines += ["", *[f"**{w}**" for w in warnings_]]
+    lines += [
         "",
-        "| Task | train | dev | dropped (train/dev) | lr | epochs | batch | max len | per seed |",
+        "| Task | train rows used | dev rows scored | unlabelled rows skipped (train file/dev) | lr | epochs | batch "
+        "| max len | per seed |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for t in names:

@@ -101,7 +101,8 @@ def run_clue(model: str, tasks: list[TaskSpec], data_dir: str | Path, output: st
         hp = {**dataclasses.asdict(cfg), "max_train_samples": max_train_samples, "max_eval_samples": max_eval_samples}
         sizes = {"train_size": len(data.train.examples), "dev_size": len(data.dev.examples),
                  "test_size": len(data.test.examples) if data.test else 0,
-                 "dropped": {"train": data.train.dropped, "dev": data.dev.dropped}}
+                 "dropped": {"train": data.train.dropped, "dev": data.dev.dropped},
+                 "majority_rate": report.majority_rate([e.label for e in data.dev.examples])}
         per_seed: dict[str, dict] = {}
         task_t0 = time.time()
         todo = [s for s in seeds if not (output / spec.name / f"seed{s}" / "result.json").is_file()]
