@@ -132,7 +132,7 @@ def results_markdown(results: dict) -> str:
         "| " + " | ".join(row) + " |",
     ]
     majority = [tasks[t].get("majority_rate") for t in names]
-    if all(m is not None for m in majority):
+    if majority and all(m is not None for m in majority):
         lines.append("| " + " | ".join(["majority class", *[_pct(m) for m in majority],
                                          _pct(sum(majority) / len(majority))]) + " |")
     warnings_ = near_majority(results)
