@@ -36,6 +36,8 @@ from pathlib import Path
 import datasets
 import pytest
 
+from _faults import tmpfs
+
 from zhbert.config import DataConfig
 from zhbert.errors import DataError
 from zhbert.prep.prepare import prepare
@@ -158,21 +160,6 @@ def children(pid: int) -> list[int]:
         with contextlib.suppress(OSError):
             kids += [int(x) for x in (task / "children").read_text().split()]
     return kids
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, options: str):
-    """A tmpfs mounted at ``path`` (skip the test when this user cannot mount)."""
-    path.mkdir(parents=True, exist_ok=True)
-    if not sys.platform.startswith("linux") or os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root on Linux")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
 @pytest.fixture

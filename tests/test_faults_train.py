@@ -8,7 +8,6 @@ with exit 0, trained on the wrong ids, ran a pickled payload or printed a librar
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from _faults import tmpfs
 from _pretrain_fixtures import REPO, SAMPLE, build_data, cpu_env, overrides, run_script
 
 CHECKPOINT_EVERY_STEP = ["train.checkpoint_every=1", "train.keep_last=2"]
@@ -262,21 +262,8 @@ def test_truncated_safetensors_is_incomplete_and_not_exported(trained, tmp_path)
 # ------------------------------------------------------------------------------ disks and DeepSpeed
 
 
-@contextlib.contextmanager
-def tmpfs(path: Path, size: str, read_only: bool = False):
-    path.mkdir(parents=True, exist_ok=True)
-    opts = f"size={size}" + (",ro" if read_only else "")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip()})")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
-
-
 def test_disk_full_during_a_checkpoint_save(data, tmp_path):
-    with tmpfs(tmp_path / "small", "5m") as disk:  # one 3.5 MB checkpoint fits, a second does not
+    with tmpfs(tmp_path / "small", "size=5m") as disk:  # one 3.5 MB checkpoint fits, a second does not
         out = disk / "run"
         r = run_script(overrides(data, out, *CHECKPOINT_EVERY_STEP))
         assert r.returncode == 2, r.stderr[-3000:]
@@ -289,7 +276,7 @@ def test_disk_full_during_a_checkpoint_save(data, tmp_path):
 
 
 def test_read_only_output_dir(data, tmp_path):
-    with tmpfs(tmp_path / "ro", "1m", read_only=True) as disk:
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as disk:
         r = run_script(overrides(data, disk / "run"))
         assert r.returncode == 2, r.stderr[-3000:]
         assert "read-only file system" in error_line(r)
