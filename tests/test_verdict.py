@@ -66,3 +66,14 @@ def test_verdict_command_prints_the_screen_and_writes_json(run, tmp_path):
     assert r.stdout.startswith("Did pretraining work?") and "unigram baseline" in r.stdout and "coin flip" in r.stdout
     saved = json.loads((tmp_path / "v.json").read_text())
     assert saved["mlm_learned"] is False and saved["masked_tokens"] > 0
+
+
+def test_the_three_answers():
+    from zhbert.train.verdict import Verdict
+
+    def v(loss, acc):
+        return Verdict("ck", 100, 1000, loss, acc, 6.4, 0.05, 100, 0.6, "nsp").lines()[-1]
+
+    assert v(5.0, 0.20).startswith("  -> yes:") and "4.0x" in v(5.0, 0.20)
+    assert v(6.5, 0.08).startswith("  -> partly:")
+    assert v(6.5, 0.04).startswith("  -> no:") and v(5.0, 0.04).startswith("  -> no:")

@@ -55,7 +55,11 @@ class Verdict:
                        f"({self.pair_rows:,} rows)")
         if self.validation_instances < 64:
             out.append("  (a validation split this small gives noisy figures)")
-        if self.mlm_learned:
+        if not self.mlm_learned and self.mlm_acc > self.unigram_acc:
+            out.append(f"  -> partly: it guesses masked characters better than their frequency "
+                       f"({100 * self.mlm_acc:.1f}% vs {100 * self.unigram_acc:.1f}%) but its probabilities are not yet "
+                       "better than frequency's (loss); train longer or at a higher lr")
+        elif self.mlm_learned:
             out.append(f"  -> yes: the model predicts masked characters {self.mlm_acc / max(self.unigram_acc, 1e-9):.1f}x "
                        "as often as character frequency alone"
                        + ("" if self.pair_acc is None or self.pair_acc > 0.55 else
