@@ -15,35 +15,11 @@ the strings changed; corpus 4,988,687 characters, 7.29% full-width forms, 68 dis
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 from pathlib import Path
 
+from zhbert.clue.data import dev_strings
 from zhbert.prep.tokenizer import FULLWIDTH_FOLDS, ChineseTokenizer
-
-
-def clue_strings(clue: Path) -> list[str]:
-    out: list[str] = []
-
-    def walk(x):
-        if isinstance(x, str):
-            out.append(x)
-        elif isinstance(x, dict):
-            for v in x.values():
-                walk(v)
-        elif isinstance(x, list):
-            for v in x:
-                walk(v)
-
-    for f in sorted(clue.glob("*/dev*.json")):
-        text = f.read_text(encoding="utf-8-sig")
-        try:
-            walk(json.loads(text))
-        except ValueError:  # JSON lines ("\n" only: IFLYTEK holds U+2028 inside strings)
-            for line in text.split("\n"):
-                if line.strip():
-                    walk(json.loads(line))
-    return out
 
 
 def main() -> None:
@@ -53,7 +29,7 @@ def main() -> None:
     ap.add_argument("--corpus", nargs="+", default=["../shared/data/pretrain_corpus", "corpora/sample"])
     args = ap.parse_args()
 
-    strings = clue_strings(Path(args.clue))
+    strings = dev_strings(args.clue)
     tok = ChineseTokenizer.from_vocab(args.vocab)
     raw = [ids for ids, _ in tok.encode_batch(strings)]
     tok.normalization = {"fullwidth": True, "t2s": False}

@@ -283,38 +283,15 @@ def test_vocab_build_is_reproducible_and_matches_the_committed_sample_vocab(tmp_
     assert "[UNK]" not in tok.tokenize("BERT模型在GPU上训练")
 
 
-def _clue_dev_strings(clue: Path) -> list[str]:
-    """Every string field of every line of every CLUE dev file (json lines or one document)."""
-    out = []
-    for f in sorted(clue.glob("*/dev*.json")):
-        text = f.read_text(encoding="utf-8-sig")
-        try:
-            docs = [json.loads(text)]
-        except ValueError:
-            # "\n" only: IFLYTEK's sentences hold U+2028 and other breaks str.splitlines splits on
-            docs = [json.loads(line) for line in text.split("\n") if line.strip()]
-
-        def walk(x):
-            if isinstance(x, str):
-                out.append(x)
-            elif isinstance(x, dict):
-                for v in x.values():
-                    walk(v)
-            elif isinstance(x, list):
-                for v in x:
-                    walk(v)
-
-        walk(docs)
-    return out
-
-
 @pytest.mark.parametrize("fullwidth", [False, True])
 def test_auto_tokenizer_on_an_export_gives_the_pretraining_ids_on_every_clue_dev_line(
         bert_chinese_vocab, shared_data, tmp_path, fullwidth):
     """Pretraining ids of a raw line = ids of the corpus-normalised line (what `zhbert prepare`
     and `zhbert eval clue` feed the model); AutoTokenizer on the export must give them on the
     raw line, with the full-width folding on and off."""
-    strings = _clue_dev_strings(shared_data / "clue")
+    from zhbert.clue.data import dev_strings
+
+    strings = dev_strings(shared_data / "clue")
     assert len(strings) > 50_000
     tok = ChineseTokenizer.from_vocab(bert_chinese_vocab)
     tok.normalization = {"fullwidth": fullwidth, "t2s": False}

@@ -140,3 +140,29 @@ def load_task(data_dir: str | Path, spec: TaskSpec, max_train_samples: Optional[
         raise DataError(f"{dev.path}: no labelled dev examples to score {spec.title} on ({why})")
     test = load_split(spec, d / spec.test_file, labeled=False) if (d / spec.test_file).is_file() else None
     return TaskData(spec, d, train, dev, test)
+
+
+def dev_strings(data_dir: str | Path) -> list[str]:
+    """Every string field of every row of every CLUE dev file under ``data_dir`` (``*/dev*.json``,
+    JSON lines or one JSON document), in file order: the text a tokenizer check runs over."""
+    out: list[str] = []
+
+    def walk(x) -> None:
+        if isinstance(x, str):
+            out.append(x)
+        elif isinstance(x, dict):
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+
+    for f in sorted(Path(data_dir).glob("*/dev*.json")):
+        text = f.read_text(encoding="utf-8-sig")
+        try:
+            walk(json.loads(text))
+        except ValueError:  # JSON lines; "\n" only: IFLYTEK's sentences hold U+2028 and other breaks
+            for line in text.split("\n"):
+                if line.strip():
+                    walk(json.loads(line))
+    return out
