@@ -21,7 +21,8 @@ __version__ = "0.1.0"
 
 # The model classes import torch; load them on first use so `import zhbert` (CLI start-up,
 # data-preparation workers) stays cheap.
-_LAZY = {"BertConfig", "BertForPreTraining", "BertForSequenceClassification", "BertModel"}
+_LAZY = {"BertConfig", "BertForPreTraining", "BertForSequenceClassification", "BertForQuestionAnswering",
+         "BertForMultipleChoice", "BertModel"}
 
 __all__ = ["__version__", *sorted(_LAZY)]
 

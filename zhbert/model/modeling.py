@@ -3,8 +3,9 @@
 Architecture: embeddings (word + learned position + token type, LayerNorm, dropout) -> L
 Transformer layers (post-LN as in the paper; ``pre_layernorm: true`` for pre-LN) -> pooler
 (dense + tanh on [CLS]). Heads: MLM (dense + act + LayerNorm, decoder tied to the word
-embeddings with its own bias), NSP (2-way linear on the pooled output), and a sequence
-classifier for fine-tuning.
+embeddings with its own bias), NSP (2-way linear on the pooled output), and for fine-tuning
+a sequence classifier, an extractive-QA span head (start/end per token) and a multiple-choice
+scorer.
 
 Checkpoint contract: every module is named as in HF ``modeling_bert.py``, so
 ``BertForPreTraining.state_dict()`` has exactly the keys and shapes of
@@ -272,7 +273,7 @@ class ModelOutput(dict):
 @dataclass
 class BertModelOutput(ModelOutput):
     last_hidden_state: Tensor  # (B, T, H); zeros at padding positions
-    pooler_output: Tensor      # (B, H)
+    pooler_output: Tensor | None  # (B, H); None when built with add_pooling_layer=False
 
 
 @dataclass
@@ -304,6 +305,27 @@ class BertPreTrainingOutput(ModelOutput):
 class SequenceClassifierOutput(ModelOutput):
     loss: Tensor | None  # CE (num_labels > 1) or MSE (num_labels == 1); None without labels
     logits: Tensor       # (B, num_labels)
+
+
+@dataclass
+class QuestionAnsweringOutput(ModelOutput):
+    """Output of :meth:`BertForQuestionAnswering.forward`.
+
+    loss: (start CE + end CE) / 2 as in HF, positions clamped to [0, T] and T ignored; None
+        unless both start_positions and end_positions are given.
+    start_logits, end_logits: (B, T); padding positions (attention_mask == 0) hold
+        ``BertForQuestionAnswering.PAD_LOGIT`` (-10000.0), not a computed score.
+    """
+
+    loss: Tensor | None
+    start_logits: Tensor
+    end_logits: Tensor
+
+
+@dataclass
+class MultipleChoiceOutput(ModelOutput):
+    loss: Tensor | None  # CE over the C choices; None without labels
+    logits: Tensor       # (B, C)
 
 
 # --------------------------------------------------------------------------------- modules
@@ -560,12 +582,14 @@ class BertModel(_BertBase):
     _ignore_prefixes = ("cls.",)
     _architecture = "BertModel"
 
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
         super().__init__()
         self.config = config
         self.embeddings = BertEmbeddings(config)
         self.encoder = BertEncoder(config)
-        self.pooler = BertPooler(config)
+        # add_pooling_layer=False (as HF's argument): no ``pooler.*`` tensors, as in HF's
+        # BertForQuestionAnswering; pool() then raises and pooler_output is None.
+        self.pooler = BertPooler(config) if add_pooling_layer else None
         # Run token-wise layers on real tokens only; False = padded reference path (tests).
         self.use_unpadding = True
         if type(self) is BertModel:
@@ -595,12 +619,15 @@ class BertModel(_BertBase):
 
     def pool(self, hidden: Tensor, layout: Unpadded) -> Tensor:
         """[CLS] rows of (N, H) -> pooled (B, H)."""
+        if self.pooler is None:
+            raise ValueError("this BertModel was built with add_pooling_layer=False")
         return self.pooler(hidden.index_select(0, layout.first_token))
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None) -> BertModelOutput:
         hidden, layout = self.encode(input_ids, attention_mask, token_type_ids)
-        return BertModelOutput(pad(hidden, layout, input_ids.shape[1]), self.pool(hidden, layout))
+        pooled = None if self.pooler is None else self.pool(hidden, layout)
+        return BertModelOutput(pad(hidden, layout, input_ids.shape[1]), pooled)
 
 
 class BertForPreTraining(_BertBase):
@@ -714,7 +741,111 @@ class BertForSequenceClassification(_BertBase):
         return SequenceClassifierOutput(loss, logits)
 
 
+class BertForQuestionAnswering(_BertBase):
+    """Extractive QA (SQuAD / CMRC 2018 style): ``bert.*`` without pooler + ``qa_outputs``
+    (H -> 2: start and end score of every token), HF names and loss.
+
+    The state dict is HF ``BertForQuestionAnswering``'s: HF builds its encoder with
+    ``add_pooling_layer=False``, so there is no ``bert.pooler.*``; a checkpoint that has one
+    (pretraining, sequence classification) loads with the pooler dropped silently, like
+    ``cls.*``. ``qa_outputs.*`` absent from the file (a pretraining checkpoint) stays randomly
+    initialised and is listed in ``load_report.initialized``.
+
+    Padding convention: the encoder runs on the real tokens only, so padding positions
+    (``attention_mask == 0``) get no score; their start/end logits are set to
+    :attr:`PAD_LOGIT` (-10000.0: finite, so sums of a start and an end logit stay finite in
+    fp16/bf16 too, and exp() of it is 0, so softmax / argmax never pick a pad). transformers
+    computes real logits at pad positions instead, so logits agree with HF's at real
+    positions, and the loss equals HF's exactly only when the batch has no padding (with
+    padding HF's softmax also spreads mass over the pad positions).
+    """
+
+    PAD_LOGIT = -10000.0
+    _optional_prefixes = ("qa_outputs.",)
+    _ignore_prefixes = ("cls.", "bert.pooler.")
+    _architecture = "BertForQuestionAnswering"
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self._init_weights()
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None, start_positions: Tensor | None = None,
+                end_positions: Tensor | None = None) -> QuestionAnsweringOutput:
+        """input_ids, attention_mask, token_type_ids: (B, T) long; start_positions,
+        end_positions: (B,) long token indices (values outside [0, T) are ignored, as in HF)."""
+        seqlen = input_ids.shape[1]
+        x, layout = self.bert.embed(input_ids, attention_mask, token_type_ids)  # (N, H)
+        hidden = self.bert.encoder(x, layout)  # (N, H): every token is scored
+        logits = pad(self.qa_outputs(hidden), layout, seqlen)  # (B, T, 2), zeros at padding
+        if attention_mask is not None:
+            # pad() leaves zeros at trimmed/unpadded cells; with indices None (no unpadding)
+            # the pad cells hold computed scores. Both become PAD_LOGIT.
+            logits = logits.masked_fill(~attention_mask.bool()[:, :, None], self.PAD_LOGIT)
+        start_logits, end_logits = (y.squeeze(-1).contiguous() for y in logits.split(1, dim=-1))
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            if start_positions.dim() > 1:
+                start_positions = start_positions.squeeze(-1)
+            if end_positions.dim() > 1:
+                end_positions = end_positions.squeeze(-1)
+            ignored = seqlen  # positions outside the input are clamped to T and ignored
+            start_positions = start_positions.clamp(0, ignored)
+            end_positions = end_positions.clamp(0, ignored)
+            loss = (F.cross_entropy(start_logits, start_positions, ignore_index=ignored)
+                    + F.cross_entropy(end_logits, end_positions, ignore_index=ignored)) / 2
+        return QuestionAnsweringOutput(loss, start_logits, end_logits)
+
+
+class BertForMultipleChoice(_BertBase):
+    """``bert.*`` + dropout + ``classifier`` (H -> 1) on the pooled [CLS] of each choice
+    (HF ``BertForMultipleChoice`` names and loss, e.g. C3 / CHID).
+
+    The (B, C, T) inputs are flattened to (B*C, T) rows; each row is encoded on its real
+    tokens and, as in BertForSequenceClassification, the last layer's feed-forward runs only
+    on the B*C [CLS] rows. Logits are the per-choice scores reshaped to (B, C).
+    """
+
+    _optional_prefixes = ("classifier.", "bert.pooler.")
+    _ignore_prefixes = ("cls.",)
+    _architecture = "BertForMultipleChoice"
+
+    def __init__(self, config: BertConfig, classifier_dropout: float | None = None):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config)
+        p = config.hidden_dropout_prob if classifier_dropout is None else classifier_dropout
+        self.dropout = nn.Dropout(p)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+        self._init_weights()
+
+    @classmethod
+    def _build(cls, config: BertConfig, raw_config: dict[str, Any],
+               classifier_dropout: float | None = None) -> BertForMultipleChoice:
+        return cls(config, classifier_dropout=classifier_dropout)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None,
+                labels: Tensor | None = None) -> MultipleChoiceOutput:
+        """input_ids, attention_mask, token_type_ids: (B, C, T) long; labels: (B,) long, the
+        index of the right choice."""
+        bsz, choices, seqlen = input_ids.shape
+        flat = [None if t is None else t.reshape(bsz * choices, seqlen)
+                for t in (input_ids, attention_mask, token_type_ids)]  # (B*C, T) each
+        x, layout = self.bert.embed(*flat)  # (N, H)
+        cls_hidden = self.bert.encoder(x, layout, keep=layout.first_token)  # (B*C, H)
+        logits = self.classifier(self.dropout(self.bert.pooler(cls_hidden)))  # (B*C, 1)
+        logits = logits.view(bsz, choices)  # (B, C)
+        loss = None if labels is None else F.cross_entropy(logits, labels.view(-1))
+        return MultipleChoiceOutput(loss, logits)
+
+
 __all__ = [
     "BertConfig", "BertModel", "BertForPreTraining", "BertForSequenceClassification",
-    "BertPreTrainingOutput", "BertModelOutput", "SequenceClassifierOutput", "LoadReport",
+    "BertForQuestionAnswering", "BertForMultipleChoice",
+    "BertPreTrainingOutput", "BertModelOutput", "SequenceClassifierOutput",
+    "QuestionAnsweringOutput", "MultipleChoiceOutput", "LoadReport",
 ]
