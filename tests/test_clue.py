@@ -123,7 +123,8 @@ def test_missing_data_lists_what_was_looked_for(tmp_path):
 
 def test_task_names_and_configs():
     assert [t.name for t in parse_tasks("tnews, cluewsc2020,tnews")] == ["tnews", "wsc"]
-    assert len(parse_tasks("all")) == 7
+    assert [t.name for t in parse_tasks("all")] == ["afqmc", "tnews", "iflytek", "cmnli", "ocnli", "wsc", "csl",
+                                                   "cmrc2018", "chid", "c3"]  # CLUE 1.1 order
     with pytest.raises(ConfigError, match="unknown CLUE task 'xnli'"):
         parse_tasks("xnli")
     for name in TASKS:
@@ -250,14 +251,14 @@ def test_eval_clue_end_to_end(tiny_model, tmp_path, capsys):
         gold = _gold(FIX / spec.dir_name / spec.dev_file, spec)
         accs = []
         for seed in ("1", "2"):
-            seed_dir = out / name / f"seed{seed}"
+            seed_dir = out / name / "lr1e-03_bs4_ep2" / f"seed{seed}"
             preds = [json.loads(x)["label"] for x in (seed_dir / "dev_predictions.jsonl").read_text().splitlines()]
             assert len(preds) == len(gold)  # one line per dev-file line, in order
             assert all((p is None) == (g is None) for p, g in zip(preds, gold))
             assert all(p in spec.labels for p in preds if p is not None)
             scored = [(p, g) for p, g in zip(preds, gold) if g is not None]
             acc = sum(p == g for p, g in scored) / len(scored)
-            assert acc == pytest.approx(r["seeds"][seed]["dev_accuracy"])
+            assert acc == pytest.approx(r["seeds"][seed]["dev"]["accuracy"])
             accs.append(acc)
             seed_res = json.loads((seed_dir / "result.json").read_text())
             # eval every step + epoch ends: 2 epochs of ceil(train/4) steps
@@ -279,7 +280,7 @@ def test_eval_clue_end_to_end(tiny_model, tmp_path, capsys):
     assert all(TNEWS_LABEL_DESCS[r["label"]] == r["label_desc"] for r in tn)
     best = res["tasks"]["wsc"]["best_seed"]
     assert (out / "submission" / "cluewsc11_predict.json").read_bytes() == \
-        (out / "wsc" / f"seed{best}" / "test_predictions.jsonl").read_bytes()
+        (out / "wsc" / "lr1e-03_bs4_ep2" / f"seed{best}" / "cluewsc11_predict.json").read_bytes()
     wsc_sub = [json.loads(x) for x in (out / "submission" / "cluewsc11_predict.json").read_text().splitlines()]
     assert len(wsc_sub) == 1 and wsc_sub[0]["id"] == 1 and wsc_sub[0]["label"] in ("true", "false")
 
@@ -289,9 +290,10 @@ def test_eval_clue_end_to_end(tiny_model, tmp_path, capsys):
     assert len(list((out / "wandb").glob("offline-run-*"))) == 7  # 3 tasks x 2 seeds + summary
 
     # rerun: every (task, seed) is finished, nothing is retrained
-    stamp = {p: p.stat().st_mtime_ns for p in out.glob("*/seed*/result.json")}
+    stamp = {p: p.stat().st_mtime_ns for p in out.glob("*/*/seed*/result.json")}
+    assert len(stamp) == 6
     assert main(argv[:-1] + ["disabled"]) == 0
-    assert {p: p.stat().st_mtime_ns for p in out.glob("*/seed*/result.json")} == stamp
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/*/seed*/result.json")} == stamp
     assert json.loads((out / "results.json").read_text())["tasks"]["wsc"]["max"] == res["tasks"]["wsc"]["max"]
 
 
@@ -301,8 +303,8 @@ def test_same_seed_same_result_and_all_tasks_skip_cleanly(tiny_model, tmp_path):
     kw = dict(seeds=[3], overrides=["epochs=3", "batch_size=2", "lr=1e-3", "eval_every=1"], wandb_mode="disabled")
     a = run_clue(str(tiny_model), parse_tasks("csl"), FIX, tmp_path / "a", **kw)
     b = run_clue(str(tiny_model), parse_tasks("csl"), FIX, tmp_path / "b", **kw)
-    ha = json.loads((tmp_path / "a" / "csl" / "seed3" / "result.json").read_text())["history"]
-    hb = json.loads((tmp_path / "b" / "csl" / "seed3" / "result.json").read_text())["history"]
+    ha = json.loads((tmp_path / "a" / "csl" / "lr1e-03_bs2_ep3" / "seed3" / "result.json").read_text())["history"]
+    hb = json.loads((tmp_path / "b" / "csl" / "lr1e-03_bs2_ep3" / "seed3" / "result.json").read_text())["history"]
     assert ha == hb and a["tasks"]["csl"]["max"] == b["tasks"]["csl"]["max"]
     # --tasks all: tasks absent from the data dir are skipped with the paths looked at ...
     data = tmp_path / "data"
@@ -333,7 +335,7 @@ def test_deepspeed_path_matches_plain_loop(tiny_model, tmp_path):
                "--lr", "1e-3", "--eval-every", "1", "--device", "cpu", "--wandb-mode", "disabled", *extra]
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-2000:]
-        hist[name] = json.loads((tmp_path / name / "wsc" / "seed1" / "result.json").read_text())["history"]
+        hist[name] = json.loads((tmp_path / name / "wsc" / "lr1e-03_bs4_ep2" / "seed1" / "result.json").read_text())["history"]
     assert [h["dev_accuracy"] for h in hist["ds"]] == [h["dev_accuracy"] for h in hist["plain"]]
     assert [h["train_loss"] for h in hist["ds"]] == pytest.approx([h["train_loss"] for h in hist["plain"]], rel=1e-4)
 
@@ -391,7 +393,7 @@ def test_task_without_test_file_is_left_out_of_the_submission(tiny_model, tmp_pa
         res = run_clue(str(tiny_model), parse_tasks("csl,wsc"), data, out, seeds=[1], wandb_mode="disabled",
                        overrides=["epochs=1", "batch_size=4", "lr=1e-3"])
     assert set(res["tasks"]) == {"csl", "wsc"} and res["tasks"]["csl"]["test_size"] == 0
-    assert (out / "csl" / "seed1" / "test_predictions.jsonl").read_text() == ""
+    assert not (out / "csl" / "lr1e-03_bs4_ep1" / "seed1" / "csl_predict.json").exists()
     with zipfile.ZipFile(out / "submission.zip") as z:
         assert z.namelist() == ["cluewsc11_predict.json"]
         assert z.read("cluewsc11_predict.json").strip()
@@ -403,7 +405,7 @@ def test_write_submission_without_any_test_predictions(tmp_path):
 
     seed_dir = tmp_path / "tnews" / "seed1"
     seed_dir.mkdir(parents=True)
-    (seed_dir / "test_predictions.jsonl").write_text("")
+    (seed_dir / "tnews11_predict.json").write_text("")
     (tmp_path / "submission.zip").write_bytes(b"stale")
     with pytest.warns(UserWarning, match="TNEWS: no test predictions"):
         assert write_submission(tmp_path, {"tnews": seed_dir}) is None

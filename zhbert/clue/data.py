@@ -42,13 +42,17 @@ def find_task_dir(data_dir: str | Path, spec: TaskSpec) -> Path:
     root = Path(data_dir)
     if not root.is_dir():
         raise DataError(f"{root}: CLUE data directory not found")
-    candidates = [root / spec.dir_name, root / spec.name]
-    if root.name in (spec.dir_name, spec.name):
+    names = (spec.dir_name, spec.name, *spec.alt_dirs)
+    candidates = [root / n for n in names]
+    if root.name in names:
         candidates.insert(0, root)
+    dev_files = (spec.dev_file, *spec.alt_dev_files)
     for d in candidates:
-        if (d / spec.dev_file).is_file():
+        if any((d / f).is_file() for f in dev_files):
             return d
-    looked = ", ".join(str(d / spec.dev_file) for d in candidates)
+    looked = ", ".join(str(d / f) for d in candidates for f in dev_files[:1])
+    if len(dev_files) > 1:
+        looked += f" (or {', '.join(dev_files[1:])} there)"
     raise DataError(f"{spec.title}: no dev file found; looked for {looked}")
 
 
@@ -118,6 +122,9 @@ class TaskData:
     train: Optional[Split]
     dev: Split
     test: Optional[Split]
+    extra: dict = field(default_factory=dict)  # name -> labelled Split scored after selection (ChID test_public)
+    notes: list = field(default_factory=list)  # what the reader chose, for results (e.g. "trained on the trial set")
+    files: dict = field(default_factory=dict)  # split -> [paths read], recorded in the protocol
 
 
 def load_task(data_dir: str | Path, spec: TaskSpec, max_train_samples: Optional[int] = None,
@@ -139,7 +146,8 @@ def load_task(data_dir: str | Path, spec: TaskSpec, max_train_samples: Optional[
                else "--max-eval-samples is 0" if max_eval_samples == 0 else "the file has no rows")
         raise DataError(f"{dev.path}: no labelled dev examples to score {spec.title} on ({why})")
     test = load_split(spec, d / spec.test_file, labeled=False) if (d / spec.test_file).is_file() else None
-    return TaskData(spec, d, train, dev, test)
+    files = {"train": [train.path] if train else [], "dev": [dev.path], "test": [test.path] if test else []}
+    return TaskData(spec, d, train, dev, test, files=files)
 
 
 def dev_strings(data_dir: str | Path) -> list[str]:

@@ -1,13 +1,16 @@
 """Fine-tune one (task, seed): AdamW + linear warmup/decay, dev evaluation, best checkpoint.
 
-The loop, per seed::
+The loop is the same for every kind of task; what differs (model head, features, decoding,
+metric) comes from the task's :class:`zhbert.clue.kinds.Kind`. Per seed::
 
     seed python/numpy/torch from the seed; data order from torch.Generator(seed)
-    model = BertForSequenceClassification.from_pretrained(model_dir, num_labels=N)
-    for step in 1..ceil(epochs * steps_per_epoch):
-        loss = CE(model(batch).logits, labels); backward; clip; AdamW step; lr schedule step
-        evaluate on dev every `eval_every` steps and at each epoch end;
-        keep a CPU copy of the weights with the best dev accuracy (first best wins ties)
+    model = kind.model(model_dir)        # BertFor{SequenceClassification,QuestionAnswering,MultipleChoice}
+    features = kind.features(train)      # one per example; CMRC2018: one per context window
+    for step in 1..ceil(epochs * ceil(len(features) / batch)):
+        loss = model(**kind.collate(batch)).loss; backward; clip; AdamW step; lr schedule step
+        evaluate on dev every `eval_every` steps and at each epoch end:
+            kind.predict -> kind.score -> the kind's selection metric (accuracy; CMRC2018: EM)
+        keep a CPU copy of the weights with the best dev score (first best wins ties)
     restore the best weights -> dev predictions + test predictions
 
 Precision: fp32 on CPU, bf16 autocast on CUDA (weights and optimizer states stay fp32).
@@ -126,19 +129,17 @@ def _deepspeed_engine(model, opt, sched, cfg: ClueTaskConfig, device):
     return engine
 
 
-def finetune_seed(model_dir, num_labels: int, train: list[Example], dev: list[Example], test: list[Example],
-                  tokenizer, cfg: ClueTaskConfig, seed: int, device: str = "cpu", use_deepspeed: bool = False,
-                  log: Optional[Callable[[dict, int], None]] = None, progress=None, label: str = "") -> dict:
-    """Train on ``train``, select on ``dev``; returns dev/test predictions (class ids) and stats.
+def finetune_seed(kind, model_dir, data, tokenizer, cfg: ClueTaskConfig, seed: int, device: str = "cpu",
+                  use_deepspeed: bool = False, log: Optional[Callable[[dict, int], None]] = None, progress=None,
+                  label: str = "") -> dict:
+    """Train on ``data.train``, select on ``data.dev``; returns dev/test predictions and stats.
 
-    ``log(metrics, step)`` receives train loss/lr and dev accuracy (wandb); ``progress`` is
-    a tqdm bar advanced once per optimizer step. Without a terminal (no bar, or a disabled
-    one) a plain line (prefixed ``label``) reports every dev evaluation and every tenth of the
-    steps.
+    ``kind`` is the task's :class:`zhbert.clue.kinds.Kind`. ``log(metrics, step)`` receives
+    train loss/lr and the dev scores (wandb); ``progress`` is a tqdm bar advanced once per
+    optimizer step. Without a terminal (no bar, or a disabled one) a plain line (prefixed
+    ``label``) reports every dev evaluation and every tenth of the steps.
     """
     import torch
-
-    from zhbert.model.modeling import BertForSequenceClassification
 
     t0 = time.time()
     dev_t = torch.device(device)
@@ -146,48 +147,48 @@ def finetune_seed(model_dir, num_labels: int, train: list[Example], dev: list[Ex
     weights_log = logging.getLogger("zhbert.model.weights")
     weights_log.addFilter(_only_new_classifier)
     try:
-        model = BertForSequenceClassification.from_pretrained(model_dir, num_labels=num_labels).to(dev_t)
+        model = kind.model(model_dir).to(dev_t)
     finally:
         weights_log.removeFilter(_only_new_classifier)
     model.train()
     pad = tokenizer.pad_id
-    enc_train = encode(tokenizer, train, cfg.max_seq_length)
-    enc_dev = encode(tokenizer, dev, cfg.max_seq_length)
-    y_train = [e.label for e in train]
-    y_dev = [e.label for e in dev]
-    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    train_feats = kind.features(tokenizer, data.train, cfg, train=True)
+    dev_feats = kind.features(tokenizer, data.dev, cfg, train=False)
+    steps_per_epoch = math.ceil(len(train_feats) / cfg.batch_size)
     total = max(1, math.ceil(cfg.epochs * steps_per_epoch))
     opt, sched = _optimizer(model, cfg, total)
     engine = _deepspeed_engine(model, opt, sched, cfg, dev_t) if use_deepspeed else None
     gen = torch.Generator().manual_seed(seed)  # data order: one permutation per epoch
+    metric = kind.metric
 
-    best = {"accuracy": -1.0, "step": 0, "state": None}
+    best = {"score": -1.0, "scores": {}, "step": 0, "state": None}
     history: list[dict] = []
     plain = progress is None or getattr(progress, "disable", False)
     every = max(1, total // 10)
 
-    def line(step: int, loss: float, acc: Optional[float] = None) -> None:
+    def line(step: int, loss: float, scores: Optional[dict] = None) -> None:
         if plain:
-            dev = f" | dev acc {acc:.4f}" if acc is not None else ""
+            dev = "".join(f" | dev {_short(k)} {v:.4f}" for k, v in (scores or {}).items())
             print(f"[zhbert] clue {label}step {step}/{total} (epoch {step / steps_per_epoch:.2f}) | loss {loss:.4f}"
                   f"{dev} | {time.time() - t0:.0f}s", flush=True)
 
     def evaluate(step: int, epoch: float, train_loss: float) -> None:
-        acc = accuracy(predict(model, enc_dev, cfg.eval_batch_size, dev_t, pad), y_dev)
-        history.append({"step": step, "epoch": round(epoch, 4), "train_loss": train_loss, "dev_accuracy": acc})
+        scores = kind.score(data.dev, kind.predict(model, data.dev, dev_feats, cfg, dev_t, pad))
+        history.append({"step": step, "epoch": round(epoch, 4), "train_loss": train_loss,
+                        **{f"dev_{k}": v for k, v in scores.items()}})
         if log:
-            log({"dev/accuracy": acc, "epoch": epoch}, step)
-        line(step, train_loss, acc)
-        if acc > best["accuracy"]:
-            best.update(accuracy=acc, step=step, state={k: v.detach().to("cpu", copy=True)
-                                                        for k, v in model.state_dict().items()})
+            log({**{f"dev/{k}": v for k, v in scores.items()}, "epoch": epoch}, step)
+        line(step, train_loss, scores)
+        if scores[metric] > best["score"]:
+            best.update(score=scores[metric], scores=scores, step=step,
+                        state={k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
 
     step = 0
     while step < total:
-        order = torch.randperm(len(train), generator=gen).tolist()
+        order = torch.randperm(len(train_feats), generator=gen).tolist()
         for i in range(0, len(order), cfg.batch_size):
             idx = order[i:i + cfg.batch_size]
-            batch = {k: v.to(dev_t) for k, v in collate([enc_train[j] for j in idx], [y_train[j] for j in idx], pad).items()}
+            batch = {k: v.to(dev_t) for k, v in kind.collate([train_feats[j] for j in idx], pad).items()}
             with _autocast(dev_t):
                 loss = (engine or model)(**batch).loss
             if engine is not None:
@@ -215,16 +216,31 @@ def finetune_seed(model_dir, num_labels: int, train: list[Example], dev: list[Ex
                 break
 
     model.load_state_dict(best["state"])
-    dev_pred = predict(model, enc_dev, cfg.eval_batch_size, dev_t, pad)
-    test_pred = predict(model, encode(tokenizer, test, cfg.max_seq_length), cfg.eval_batch_size, dev_t, pad) if test else []
+    dev_pred = kind.predict(model, data.dev, dev_feats, cfg, dev_t, pad)
+    scores = kind.score(data.dev, dev_pred)
+    extra = {}
+    for name, split in (data.extra or {}).items():  # labelled extra sets scored after selection (ChID test_public)
+        feats = kind.features(tokenizer, split, cfg, train=False)
+        extra[name] = kind.score(split, kind.predict(model, split, feats, cfg, dev_t, pad))
+    test_pred = []
+    if data.test is not None and data.test.examples:
+        test_feats = kind.features(tokenizer, data.test, cfg, train=False)
+        test_pred = kind.predict(model, data.test, test_feats, cfg, dev_t, pad)
     return {
-        "dev_accuracy": accuracy(dev_pred, y_dev),
+        "dev": scores,
+        "dev_score": scores[metric],
+        "extra_eval": extra,
         "best_step": best["step"],
         "total_steps": total,
         "steps_per_epoch": steps_per_epoch,
+        "train_features": len(train_feats),
         "history": history,
         "dev_predictions": dev_pred,
         "test_predictions": test_pred,
         "randomly_initialised": list(getattr(getattr(model, "load_report", None), "initialized", [])),
         "wall_time_s": round(time.time() - t0, 2),
     }
+
+
+def _short(metric: str) -> str:
+    return {"accuracy": "acc"}.get(metric, metric)

@@ -1,13 +1,17 @@
 """Everything `zhbert eval clue` writes: per-seed files, results.json/md/png, the submission.
 
-Layout of ``--output``::
+Layout of ``--output`` (one model; with several, one such dir per model under ``<label>/``
+plus the combined results.md/png and comparison.json at the top)::
 
-    <task>/seed<k>/result.json            marks the (task, seed) finished (written last)
-    <task>/seed<k>/dev_predictions.jsonl  one line per dev-file line: {"label": "..."} / null
-    <task>/seed<k>/test_predictions.jsonl {"id": ..., "label": "..."} (+ label_desc for TNEWS)
-    submission/<CLUE 1.1 file name>       test predictions of each task's best seed
-                                          (tasks without test.json: left out, with a warning)
-    submission.zip                        the submission/ files at the top level, for upload
+    <task>/<point>/seed<k>/result.json        marks the (task, grid point, seed) finished (written last)
+    <task>/<point>/seed<k>/dev_predictions.jsonl
+                                              one line per dev example/file line: {"label": ...} (null for
+                                              unlabelled NLI rows); CMRC2018 {"id", "answer"}; C3/ChID
+                                              {"id", "label": option index, "answer": option text}
+    <task>/<point>/seed<k>/<CLUE file name>   the test predictions in CLUE's submission format
+    submission/<CLUE 1.1 file name>           test predictions of each task's best seed of its selected point
+                                              (tasks without a test file: left out, with a warning)
+    submission.zip                            the submission/ files at the top level, for upload
     results.json, results.md, results.png
 """
 
@@ -21,8 +25,8 @@ from pathlib import Path
 from typing import Optional
 
 from zhbert.files import write_json_atomic, write_text_atomic
-from zhbert.clue.data import Split
-from zhbert.clue.tasks import TASKS, TaskSpec
+from zhbert.clue.metrics import clue_average
+from zhbert.clue.tasks import TASKS
 
 
 def write_json(path: Path, obj) -> None:
@@ -36,33 +40,25 @@ def write_jsonl(path: Path, rows) -> None:
     write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def dev_prediction_rows(spec: TaskSpec, dev: Split, pred: list[int]) -> list[dict]:
-    """One row per dev-file line, in file order; dropped rows ("-" labels) get null."""
-    return [{"label": None if k is None else spec.labels[pred[k]]} for k in dev.rows]
-
-
-def test_prediction_rows(spec: TaskSpec, test: Optional[Split], pred: list[int]) -> list[dict]:
-    rows = []
-    for ex, p in zip(test.examples if test else [], pred):
-        row = {"id": ex.id, "label": spec.labels[p]}
-        if spec.label_descs:
-            row["label_desc"] = spec.label_descs[spec.labels[p]]
-        rows.append(row)
-    return rows
+def write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, text)
 
 
 def write_submission(output: Path, best: dict[str, Path]) -> Optional[Path]:
-    """Copy each task's best-seed test predictions to submission/<CLUE name>; zip them.
+    """Copy each task's best-seed test predictions (``<seed dir>/<CLUE file name>``) to
+    submission/<CLUE file name>; zip them.
 
-    A task without test predictions (no ``test.json`` in its data dir, or an empty one) is
-    left out of ``submission/`` and the zip with a warning: an empty prediction file would
-    be scored as a failed task by the CLUE site, silently. Returns None when no task has any.
+    A task without test predictions (no test file in its data dir, or an empty one) is left
+    out of ``submission/`` and the zip with a warning: an empty prediction file would be
+    scored as a failed task by the CLUE site, silently. Returns None when no task has any.
     """
     sub = output / "submission"
     files = []
     for task, seed_dir in best.items():
-        src = seed_dir / "test_predictions.jsonl"
-        dst = sub / TASKS[task].submission_file
+        name = TASKS[task].submission_file
+        src = seed_dir / name
+        dst = sub / name
         data = src.read_bytes() if src.is_file() else b""
         if not data.strip():
             dst.unlink(missing_ok=True)  # a stale copy from an earlier run
@@ -78,7 +74,6 @@ def write_submission(output: Path, best: dict[str, Path]) -> Optional[Path]:
     if not files:
         zpath.unlink(missing_ok=True)
         return None
-    zpath = output / "submission.zip"
     with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED) as z:
         for f in sorted(files):
             z.write(f, arcname=f.name)
@@ -102,79 +97,150 @@ def majority_rate(labels: list) -> float:
 
 
 def near_majority(results: dict) -> list[str]:
-    """One warning per task whose mean dev accuracy is at (or within NEAR_MAJORITY of) the
-    majority-class rate, with the likely causes."""
+    """One warning per task whose mean dev score is at (or within NEAR_MAJORITY of) its floor
+    (majority class / most frequent answer position), with the likely causes."""
     out = []
     for t, r in results["tasks"].items():
-        maj = r.get("majority_rate")
-        if maj is not None and r["mean"] <= maj + NEAR_MAJORITY:
-            out.append(f"WARNING {TASKS[t].title}: {_pct(r['mean'])} is at the majority-class rate ({_pct(maj)}): the "
-                       f"model did not learn the task. Likely causes: an lr too low for the model's size (small "
-                       f"models need ~1e-4 to 5e-4, not BERT-base's 2e-5), too few steps or epochs, too few train rows.")
+        floor = r.get("floor") or ({"name": "majority class", "value": r["majority_rate"]}
+                                   if r.get("majority_rate") is not None else None)
+        if floor is not None and r["mean"] <= floor["value"] + NEAR_MAJORITY:
+            who = f"{results.get('label', results.get('model'))}: " if results.get("label") else ""
+            out.append(f"WARNING {who}{TASKS[t].title}: {_pct(r['mean'])} is at the {'majority-class' if floor['name'] == 'majority class' else floor['name']} rate "
+                       f"({_pct(floor['value'])}): the model did not learn the task. Likely causes: an lr too low for "
+                       f"the model's size (small models need ~1e-4 to 5e-4, not BERT-base's 2e-5), too few steps or "
+                       f"epochs, too few train rows.")
     return out
 
 
-def results_markdown(results: dict) -> str:
-    """HFL/CLUE style: one row, a column per task holding "max (mean)" dev accuracy."""
-    tasks = results["tasks"]
-    names = [t for t in TASKS if t in tasks]
-    head = ["Model", *[TASKS[t].title for t in names], "Avg"]
-    avg = results["clue_average"]
-    cells = [f"{_pct(tasks[t]['max'])} ({_pct(tasks[t]['mean'])})" for t in names]
-    row = [f"`{results['model']}`", *cells, f"{_pct(avg['max'])} ({_pct(avg['mean'])})"]
-    lines = [
-        "# CLUE dev results",
-        "",
-        f"Dev accuracy (%), max (mean) over seeds {', '.join(map(str, results['seeds']))}.",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "|".join("---" for _ in head) + "|",
-        "| " + " | ".join(row) + " |",
-    ]
-    majority = [tasks[t].get("majority_rate") for t in names]
-    if majority and all(m is not None for m in majority):
-        lines.append("| " + " | ".join(["majority class", *[_pct(m) for m in majority],
-                                         _pct(sum(majority) / len(majority))]) + " |")
-    warnings_ = near_majority(results)
-    if warnings_:
-        lines += ["", *[f"**{w}**" for w in warnings_]]
-    lines += [
-        "",
-        "| Task | train rows used | dev rows scored | unlabelled rows skipped (train file/dev) | lr | epochs | batch "
-        "| max len | per seed |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+def _cell(r: dict, metric: Optional[str] = None) -> str:
+    """"max (mean ± std)" of a task's selected point; CMRC2018: EM then F1."""
+    def one(s: dict) -> str:
+        std = s.get("std")
+        return f"{_pct(s['max'])} ({_pct(s['mean'])}{f' ± {100 * std:.2f}' if std else ''})"
+
+    scores = r.get("scores") or {r.get("metric", "accuracy"): {"max": r["max"], "mean": r["mean"], "std": r.get("std")}}
+    return " / ".join(one(scores[m]) for m in r.get("metrics", [r.get("metric", "accuracy")]))
+
+
+def _names(results: list[dict]) -> list[str]:
+    present = set().union(*(r["tasks"] for r in results)) if results else set()
+    return [t for t in TASKS if t in present]
+
+
+def results_markdown(results: dict | list[dict]) -> str:
+    """HFL/CLUE style: a row per model, a column per task holding "max (mean ± std)" over seeds
+    of the selected grid point (CMRC2018: EM / F1), then the floor row, warnings, protocol."""
+    from zhbert.clue.protocol import comparability_warnings
+
+    all_results = results if isinstance(results, list) else [results]
+    names = _names(all_results)
+    head = ["Model", *[TASKS[t].title + (" (EM / F1)" if TASKS[t].kind == "span" else "") for t in names], "Avg"]
+    seeds = sorted({s for r in all_results for s in r.get("seeds", [])})
+    lines = ["# CLUE dev results", "",
+             f"Dev score (%), max (mean ± std) over seeds {', '.join(map(str, seeds))} of each task's selected grid "
+             "point; accuracy, CMRC2018 EM / F1 (Avg over EM and accuracies).", "",
+             "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for res in all_results:
+        tasks = res["tasks"]
+        avg = clue_average({t: tasks[t] for t in names if t in tasks})
+        row = [f"`{res.get('label') or res['model']}`", *[_cell(tasks[t]) if t in tasks else "–" for t in names],
+               f"{_pct(avg['max'])} ({_pct(avg['mean'])})" if avg["tasks"] else "–"]
+        lines.append("| " + " | ".join(row) + " |")
+    floors = []
     for t in names:
-        r, h = tasks[t], tasks[t]["hyperparameters"]
-        seeds = ", ".join(f"{s}: {_pct(v['dev_accuracy'])}" for s, v in r["seeds"].items())
-        d = r["dropped"]
-        lines.append(f"| {TASKS[t].title} | {r['train_size']} | {r['dev_size']} | {d['train']}/{d['dev']} | "
-                     f"{h['lr']:g} | {h['epochs']:g} | {h['batch_size']} | {h['max_seq_length']} | {seeds} |")
-    if results["skipped"]:
-        lines += ["", "Skipped:", ""] + [f"- {TASKS[t].title}: {why}" for t, why in results["skipped"].items()]
+        r = next(res["tasks"][t] for res in all_results if t in res["tasks"])
+        f = r.get("floor") or ({"name": "majority class", "value": r["majority_rate"]}
+                               if r.get("majority_rate") is not None else None)
+        floors.append(f)
+    if any(f is not None for f in floors):
+        other = any(f is None or f["name"] != "majority class" for f in floors)
+        avg = _pct(sum(f["value"] for f in floors) / len(floors)) if all(floors) else "–"
+        lines.append("| " + " | ".join(["majority class" + ("¹" if other else ""),
+                                         *[_pct(f["value"]) if f else "–" for f in floors], avg]) + " |")
+        if other:
+            lines += ["", "¹ classification: the most frequent dev label; C3/ChID: the most frequent gold answer "
+                      "position; CMRC2018 has none."]
+    warns = [w for res in all_results for w in near_majority(res)] + comparability_warnings(all_results)
+    if warns:
+        lines += ["", *[f"**{w if w.startswith('WARNING') else 'WARNING ' + w}**" for w in warns]]
+    for res in all_results:
+        lines += ["", f"## `{res.get('label') or res['model']}`", ""]
+        p = res.get("protocol") or {}
+        if p:
+            mc = p.get("model_config", {})
+            lines.append(f"Protocol: zhbert {p.get('zhbert_version')}, model {mc.get('num_hidden_layers')} layers "
+                         f"H{mc.get('hidden_size')} vocab {mc.get('vocab_size')} (size class {p.get('size_class')}), "
+                         f"weights sha256 {str(p.get('weights_sha256'))[:12]}…, device {res.get('device')}.")
+            lines.append("")
+        lines += ["| Task | train rows used | dev rows scored | unlabelled rows skipped (train file/dev) | selected "
+                  "(lr, batch, epochs) | grid | max len | per seed | defaults | minutes |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for t in [n for n in names if n in res["tasks"]]:
+            r = res["tasks"][t]
+            h = r["hyperparameters"]
+            m = r.get("metric", "accuracy")
+            seed_scores = ", ".join(f"{s}: {_pct(v['dev'][m] if 'dev' in v else v['dev_accuracy'])}"
+                                    for s, v in r["seeds"].items())
+            d = r.get("dropped", {"train": 0, "dev": 0})
+            prot = r.get("protocol", {})
+            grid = prot.get("grid") or {}
+            gtxt = " × ".join(f"{k} {','.join(f'{x:g}' for x in v)}" for k, v in grid.items()) or "–"
+            lines.append(f"| {TASKS[t].title} | {r['train_size']} | {r['dev_size']} | {d['train']}/{d['dev']} | "
+                         f"{h['lr']:g}, {h['batch_size']}, {h['epochs']:g} | {gtxt} | {h['max_seq_length']} | "
+                         f"{seed_scores} | {' + '.join(prot.get('defaults', [])) or '–'} | "
+                         f"{r.get('wall_time_s', 0) / 60:.1f} |")
+        notes = [f"- {TASKS[t].title}: {n}" for t in names if t in res["tasks"] for n in res["tasks"][t].get("notes", [])]
+        extra = [f"- {TASKS[t].title} {name} (scored once, after selection on dev): "
+                 + _cell({"scores": sc, "metrics": res["tasks"][t]["metrics"]})
+                 for t in names if t in res["tasks"] for name, sc in res["tasks"][t].get("extra_eval", {}).items()]
+        if notes or extra:
+            lines += ["", *notes, *extra]
+        if res.get("skipped"):
+            lines += ["", "Skipped:", ""] + [f"- {TASKS[t].title}: {why}" for t, why in res["skipped"].items()]
     return "\n".join(lines) + "\n"
 
 
-def results_plot(results: dict, path: Path) -> None:
-    """Bar chart: max and mean dev accuracy per task, each seed as a dot."""
+def write_outputs(output: Path, all_results: list[dict]) -> None:
+    """results.md and (when anything was scored) results.png in ``output``."""
+    write_text(output / "results.md", results_markdown(all_results))
+    if any(r["tasks"] for r in all_results):
+        results_plot(all_results, output / "results.png")
+
+
+def results_plot(results: dict | list[dict], path: Path) -> None:
+    """Grouped bars: the mean dev score of each model per task, every seed as a dot, the
+    floor (majority class) as a dashed mark."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = [t for t in TASKS if t in results["tasks"]]
-    fig, ax = plt.subplots(figsize=(1.6 * max(3, len(tasks)) + 1, 4))
-    xs = range(len(tasks))
-    r = results["tasks"]
-    ax.bar([x - 0.2 for x in xs], [100 * r[t]["max"] for t in tasks], width=0.4, label="max")
-    ax.bar([x + 0.2 for x in xs], [100 * r[t]["mean"] for t in tasks], width=0.4, label="mean")
-    for x, t in zip(xs, tasks):
-        vals = [100 * v["dev_accuracy"] for v in r[t]["seeds"].values()]
-        ax.scatter([x + 0.2] * len(vals), vals, color="black", s=10, zorder=3)
-    ax.set_xticks(list(xs), [TASKS[t].title for t in tasks])
-    ax.set_ylabel("dev accuracy (%)")
-    ax.set_title(f"CLUE dev: {Path(str(results['model'])).name}")
-    ax.legend()
+    all_results = results if isinstance(results, list) else [results]
+    tasks = _names(all_results)
+    n = len(all_results)
+    width = 0.8 / max(1, n)
+    fig, ax = plt.subplots(figsize=(1.4 * max(3, len(tasks)) * max(1, n ** 0.5) + 1, 4.2))
+    for k, res in enumerate(all_results):
+        xs = [x - 0.4 + width * (k + 0.5) for x in range(len(tasks))]
+        means = [100 * res["tasks"][t]["mean"] if t in res["tasks"] else 0 for t in tasks]
+        ax.bar(xs, means, width=width * 0.9, label=str(res.get("label") or Path(str(res["model"])).name))
+        for x, t in zip(xs, tasks):
+            if t in res["tasks"]:
+                r = res["tasks"][t]
+                m = r.get("metric", "accuracy")
+                vals = [100 * (v["dev"][m] if "dev" in v else v["dev_accuracy"]) for v in r["seeds"].values()]
+                ax.scatter([x] * len(vals), vals, color="black", s=10, zorder=3)
+    for x, t in enumerate(tasks):
+        r = next(res["tasks"][t] for res in all_results if t in res["tasks"])
+        f = r.get("floor") or ({"value": r["majority_rate"]} if r.get("majority_rate") is not None else None)
+        if f:
+            ax.hlines(100 * f["value"], x - 0.45, x + 0.45, colors="gray", linestyles="dashed", zorder=4,
+                      label="majority class" if x == 0 or "majority class" not in ax.get_legend_handles_labels()[1]
+                      else None)
+    ax.set_xticks(list(range(len(tasks))), [TASKS[t].title + (" EM" if TASKS[t].kind == "span" else "") for t in tasks])
+    ax.set_ylabel("dev score (%), mean over seeds")
+    ax.set_title("CLUE dev" + (f": {all_results[0].get('label')}" if n == 1 else ""))
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -40,6 +40,11 @@ class ClueTaskConfig:
     weight_decay: float = 0.01  # not applied to biases and LayerNorm weights
     clip_grad_norm: float = 1.0  # 0 = off
     eval_every: int = 0  # evaluate on dev every N optimizer steps (0 = only at epoch ends)
+    # reading comprehension only (CMRC2018): sliding windows and answer decoding
+    doc_stride: int = 128  # tokens between the starts of two windows over a long context
+    max_query_length: int = 64  # question tokens kept
+    max_answer_length: int = 30  # longest answer (tokens) the decoder may return
+    n_best_size: int = 20  # start/end candidates per window searched by the decoder
 
     def validate(self, where: str) -> None:
         _check(where, "lr", self.lr > 0, "must be > 0")
@@ -51,6 +56,9 @@ class ClueTaskConfig:
         _check(where, "weight_decay", self.weight_decay >= 0, "must be >= 0")
         _check(where, "clip_grad_norm", self.clip_grad_norm >= 0, "must be >= 0 (0 = off)")
         _check(where, "eval_every", self.eval_every >= 0, "must be >= 0 (0 = epoch ends only)")
+        _check(where, "doc_stride", self.doc_stride >= 1, "must be >= 1")
+        for key in ("max_query_length", "max_answer_length", "n_best_size"):
+            _check(where, key, getattr(self, key) >= 1, "must be >= 1")
 
 
 def load_task_config(path, overrides: Optional[list[str]] = None) -> ClueTaskConfig:
@@ -71,11 +79,14 @@ class TaskSpec:
     dev_file: str
     test_file: str
     labels: tuple[str, ...]  # label id i <-> labels[i] (the strings written in the files)
-    texts: Callable[[dict], Texts]  # JSON row -> (text_a, text_b or None)
+    texts: Optional[Callable[[dict], Texts]]  # JSON row -> (text_a, text_b or None); None: not a classification task
     submission_file: str  # CLUE 1.1 leaderboard file name for the test predictions
     title: str = ""
     label_descs: Optional[dict[str, str]] = None  # TNEWS: label -> label_desc (submission)
     drop_label: Optional[str] = None  # rows with this label are dropped (NLI: "-")
+    kind: str = "classification"  # classification | span (CMRC2018) | choice (C3, ChID): see zhbert.clue.kinds
+    alt_dirs: tuple[str, ...] = ()  # other folder names the task is found under (chid_fewclue)
+    alt_dev_files: tuple[str, ...] = ()  # other names of the dev file (cmrc2018_dev.json, c3-d-dev.json ...)
 
     @property
     def num_labels(self) -> int:
@@ -138,8 +149,18 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
              _wsc, "cluewsc11_predict.json", "WSC"),
     TaskSpec("csl", "csl_public", "train.json", "dev.json", "test.json", ("0", "1"),
              _csl, "csl_predict.json", "CSL"),
+    # Reading comprehension: files and formats in zhbert.clue.span / zhbert.clue.choice.
+    TaskSpec("cmrc2018", "cmrc2018_public", "train.json", "dev.json", "test.json", (), None,
+             "cmrc2018_predict.json", "CMRC2018", kind="span", alt_dev_files=("cmrc2018_dev.json",)),
+    TaskSpec("chid", "chid_public", "train.json", "dev.json", "test.json", (), None,
+             "chid11_predict.json", "ChID", kind="choice", alt_dirs=("chid_fewclue",),
+             alt_dev_files=("dev_few_all.json",)),
+    TaskSpec("c3", "c3_public", "d-train.json", "d-dev.json", "test1.1.json", (), None,
+             "c311_predict.json", "C3", kind="choice", alt_dev_files=("c3-d-dev.json", "m-dev.json", "c3-m-dev.json")),
 )}
-ALIASES = {"cluewsc2020": "wsc", "cluewsc": "wsc", "tnews11": "tnews", "ocnli_50k": "ocnli"}
+CLASSIFICATION = tuple(t for t in TASKS if TASKS[t].kind == "classification")
+ALIASES = {"cluewsc2020": "wsc", "cluewsc": "wsc", "tnews11": "tnews", "ocnli_50k": "ocnli", "cmrc": "cmrc2018",
+           "c311": "c3", "chid11": "chid"}
 
 
 def parse_tasks(text: str) -> list[TaskSpec]:
