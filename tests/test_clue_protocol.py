@@ -177,3 +177,33 @@ def test_list_flags_are_checked(tmp_path):
     rc = main(["eval", "clue", "--model", str(tmp_path), "--tasks", "wsc", "--data-dir", str(FIX), "--output",
                str(tmp_path / "o"), "--train-file", "wsc"])
     assert rc == 2
+
+
+def test_random_twin_row_and_merging_per_task_runs(models, tmp_path, capsys):
+    """--random-twin: same config/vocab/tokenizer files, new weights, reused on rerun; results
+    of one model made by separate per-task runs merge into one row in `eval compare`."""
+    from zhbert.cli import main
+    from zhbert.clue.run import load_results
+    from zhbert.clue.twin import random_twin
+
+    out = tmp_path / "twin"
+    base = ["eval", "clue", "--model", str(models[0]), "--random-twin", "--data-dir", str(FIX), "--seeds", "1",
+            "--epochs", "1", "--batch-size", "4", "--lr", "1e-3", "--wandb-mode", "disabled"]
+    assert main([*base, "--tasks", "wsc", "--output", str(out / "wsc")]) == 0
+    twin = out / "wsc" / "_models" / "random-init"
+    assert (twin / "config.json").read_bytes() == (models[0] / "config.json").read_bytes()
+    assert (twin / "vocab.txt").read_bytes() == (models[0] / "vocab.txt").read_bytes()
+    assert (twin / "model.safetensors").read_bytes() != (models[0] / "model.safetensors").read_bytes()
+    stamp = (twin / "model.safetensors").stat().st_mtime_ns
+    assert random_twin(models[0], twin) == twin and (twin / "model.safetensors").stat().st_mtime_ns == stamp
+    rows = [line.split("|")[1].strip() for line in (out / "wsc" / "results.md").read_text().splitlines()
+            if line.startswith("| `")]
+    assert rows == ["`a`", "`random-init`"]
+    assert main([*base, "--tasks", "tnews", "--output", str(out / "tnews")]) == 0
+    capsys.readouterr()
+    merged = load_results([out / "wsc" / "a", out / "wsc" / "random-init", out / "tnews" / "a",
+                           out / "tnews" / "random-init"])
+    assert [r["label"] for r in merged] == ["a", "random-init"]
+    assert all(set(r["tasks"]) == {"wsc", "tnews"} for r in merged)
+    with pytest.raises(DataError, match="wsc of a already read from another directory"):
+        load_results([out / "wsc" / "a", out / "wsc" / "a"])

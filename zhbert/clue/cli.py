@@ -25,6 +25,10 @@ def add_cli(sub) -> None:
     c.add_argument("--epochs", help="training epochs, or a comma list (grid) (default: the task config's)")
     c.add_argument("--lr", help="peak learning rate, or a comma list (grid), e.g. 1e-4,3e-4 (default: the task config's)")
     c.add_argument("--batch-size", help="training batch size, or a comma list (grid) (default: the task config's)")
+    c.add_argument("--random-twin", action="store_true",
+                   help="also evaluate the random-init twin of the (first) model: same config, vocab and "
+                   "tokenizer, freshly initialised weights (seed 42), written to <output>/_models/random-init; "
+                   "the table then shows what pretraining bought")
     c.add_argument("--train-file", action="append", default=[], metavar="TASK=PATH",
                    help="train on PATH instead of the data dir's train file (e.g. cmrc2018=cmrc2018_train.json; "
                    "CMRC2018 without one trains on the trial set)")
@@ -117,9 +121,16 @@ def _run_clue(args) -> int:
               wandb_mode=args.wandb_mode, explicit_tasks=args.tasks.strip().lower() != "all",
               config_dir=Path(args.config_dir) if args.config_dir else None, train_files=train_files)
     tasks = parse_tasks(args.tasks)
-    if len(args.model) == 1:
+    models = list(args.model)
+    if args.random_twin:
+        from zhbert.clue.twin import random_twin
+        from zhbert.hub.resolve import resolve_model_dir
+
+        models.append(str(random_twin(resolve_model_dir(models[0], what="--model"),
+                                      Path(args.output) / "_models" / "random-init")))
+    if len(models) == 1:
         run_clue(args.model[0], tasks, args.data_dir, args.output, seeds, **kw)
     else:
-        run_many(args.model, tasks, args.data_dir, args.output, seeds, **kw)
+        run_many(models, tasks, args.data_dir, args.output, seeds, **kw)
     print((Path(args.output) / "results.md").read_text(encoding="utf-8"))
     return 0

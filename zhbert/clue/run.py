@@ -286,8 +286,12 @@ def run_many(models: list[str], tasks: list[TaskSpec], data_dir, output, seeds, 
 
 
 def load_results(dirs: list[str | Path]) -> list[dict]:
-    """results.json of each evaluation output dir (DataError naming a dir without one)."""
-    out, labels = [], set()
+    """results.json of each evaluation output dir (DataError naming a dir without one).
+
+    Results of the same model (same label and weights sha256) for different tasks, e.g. one
+    run per task with task-specific flags, are merged into one row; a task scored twice for
+    the same model is an error (which one would the table show?)."""
+    out: list[dict] = []
     for d in dirs:
         path = Path(d) / "results.json"
         if not path.is_file():
@@ -298,11 +302,23 @@ def load_results(dirs: list[str | Path]) -> list[dict]:
             raise DataError(f"{path}: not valid JSON ({e})") from None
         if "tasks" not in res:
             raise DataError(f"{path}: no 'tasks' key; not a `zhbert eval clue` results file")
-        label = res.get("label") or model_label(res.get("model", d), labels)
-        if label in labels:
-            label = model_label(label, labels)
-        res["label"] = label
-        labels.add(label)
+        res.setdefault("label", model_label(res.get("model", str(d)), set()))
+        sha = (res.get("protocol") or {}).get("weights_sha256")
+        same = next((r for r in out if r["label"] == res["label"] and sha
+                     and (r.get("protocol") or {}).get("weights_sha256") == sha), None)
+        if same is not None:
+            twice = sorted(set(same["tasks"]) & set(res["tasks"]))
+            if twice:
+                raise DataError(f"{path}: {', '.join(twice)} of {res['label']} already read from another "
+                                "directory; compare each task once per model")
+            same["tasks"].update(res["tasks"])
+            same["skipped"] = {k: v for k, v in {**same.get("skipped", {}), **res.get("skipped", {})}.items()
+                               if k not in same["tasks"]}
+            same["seeds"] = sorted(set(same.get("seeds", [])) | set(res.get("seeds", [])))
+            same["clue_average"] = clue_average(same["tasks"])
+            continue
+        if any(r["label"] == res["label"] for r in out):
+            res["label"] = model_label(res["label"], {r["label"] for r in out})
         out.append(res)
     return out
 
