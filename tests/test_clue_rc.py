@@ -155,3 +155,33 @@ def test_reading_comprehension_bad_input_is_one_line(tiny, tmp_path, capsys):
     assert _main([("c3" if a == "cmrc2018" else a) for a in argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "d-dev.json" in err[0] and "不存在" in err[0]
+
+
+def test_saved_fine_tuned_models_load_in_transformers(tiny, tmp_path):
+    """--save-models: the fine-tuned CMRC2018 and C3 models are HF BertForQuestionAnswering /
+    BertForMultipleChoice checkpoints: transformers loads them with no missing or unexpected
+    keys and computes the same logits."""
+    import torch
+    import transformers
+
+    from zhbert.model.modeling import BertForMultipleChoice, BertForQuestionAnswering
+
+    data, out = _data(tmp_path), tmp_path / "out"
+    argv = ["eval", "clue", "--model", str(tiny), "--tasks", "cmrc2018,c3", "--data-dir", str(data), "--output",
+            str(out), "--epochs", "1", "--batch-size", "4", "--lr", "1e-3", "--max-seq-length", "64",
+            "--save-models", "--wandb-mode", "disabled", "max_query_length=16"]
+    assert _main(argv) == 0
+    ids = torch.tensor([[2, 5, 6, 7, 3, 8, 9, 3]])
+    for task, ours, theirs, x in (
+            ("cmrc2018", BertForQuestionAnswering, transformers.BertForQuestionAnswering, ids),
+            ("c3", BertForMultipleChoice, transformers.BertForMultipleChoice, ids[None].repeat(1, 4, 1))):
+        saved = out / task / "lr1e-03_bs4_ep1" / "seed1" / "model"
+        assert (saved / "vocab.txt").read_bytes() == (tiny / "vocab.txt").read_bytes()
+        hf, info = theirs.from_pretrained(saved, output_loading_info=True)
+        assert not info["missing_keys"] and not info["unexpected_keys"], info
+        mine = ours.from_pretrained(saved)
+        hf.eval(), mine.eval()
+        with torch.no_grad():
+            a, b = hf(input_ids=x), mine(input_ids=x)
+        for key in (("start_logits", "end_logits") if task == "cmrc2018" else ("logits",)):
+            assert torch.allclose(a[key], b[key], atol=1e-5), key

@@ -29,6 +29,10 @@ def add_cli(sub) -> None:
                    help="also evaluate the random-init twin of the (first) model: same config, vocab and "
                    "tokenizer, freshly initialised weights (seed 42), written to <output>/_models/random-init; "
                    "the table then shows what pretraining bought")
+    c.add_argument("--save-models", action="store_true",
+                   help="write every fine-tuned model (best dev weights, HF format: loads with transformers' "
+                   "BertForSequenceClassification / BertForQuestionAnswering / BertForMultipleChoice) to "
+                   "<task>/<point>/seed<k>/model/")
     c.add_argument("--train-file", action="append", default=[], metavar="TASK=PATH",
                    help="train on PATH instead of the data dir's train file (e.g. cmrc2018=cmrc2018_train.json; "
                    "CMRC2018 without one trains on the trial set)")
@@ -119,7 +123,8 @@ def _run_clue(args) -> int:
     kw = dict(overrides=overrides, grid=grid, max_train_samples=args.max_train_samples,
               max_eval_samples=args.max_eval_samples, device=device, use_deepspeed=args.deepspeed,
               wandb_mode=args.wandb_mode, explicit_tasks=args.tasks.strip().lower() != "all",
-              config_dir=Path(args.config_dir) if args.config_dir else None, train_files=train_files)
+              config_dir=Path(args.config_dir) if args.config_dir else None, train_files=train_files,
+              save_models=args.save_models)
     tasks = parse_tasks(args.tasks)
     models = list(args.model)
     if args.random_twin:

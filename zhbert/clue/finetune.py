@@ -131,13 +131,14 @@ def _deepspeed_engine(model, opt, sched, cfg: ClueTaskConfig, device):
 
 def finetune_seed(kind, model_dir, data, tokenizer, cfg: ClueTaskConfig, seed: int, device: str = "cpu",
                   use_deepspeed: bool = False, log: Optional[Callable[[dict, int], None]] = None, progress=None,
-                  label: str = "") -> dict:
+                  label: str = "", save_dir=None) -> dict:
     """Train on ``data.train``, select on ``data.dev``; returns dev/test predictions and stats.
 
     ``kind`` is the task's :class:`zhbert.clue.kinds.Kind`. ``log(metrics, step)`` receives
     train loss/lr and the dev scores (wandb); ``progress`` is a tqdm bar advanced once per
     optimizer step. Without a terminal (no bar, or a disabled one) a plain line (prefixed
-    ``label``) reports every dev evaluation and every tenth of the steps.
+    ``label``) reports every dev evaluation and every tenth of the steps. ``save_dir``: where
+    to write the fine-tuned model (best dev weights) in HF format, or None.
     """
     import torch
 
@@ -216,6 +217,9 @@ def finetune_seed(kind, model_dir, data, tokenizer, cfg: ClueTaskConfig, seed: i
                 break
 
     model.load_state_dict(best["state"])
+    if save_dir is not None:  # HF layout: config.json + model.safetensors + the tokenizer files
+        model.save_pretrained(save_dir)
+        tokenizer.save(save_dir)
     dev_pred = kind.predict(model, data.dev, dev_feats, cfg, dev_t, pad)
     scores = kind.score(data.dev, dev_pred)
     extra = {}

@@ -97,11 +97,13 @@ def run_clue(model: str, tasks: list[TaskSpec], data_dir: str | Path, output: st
              max_train_samples: Optional[int] = None, max_eval_samples: Optional[int] = None, device: str = "cpu",
              use_deepspeed: bool = False, wandb_mode: str = "offline", explicit_tasks: bool = True,
              config_dir: Optional[Path] = None, train_files: Optional[dict[str, Path]] = None,
-             label: Optional[str] = None) -> dict:
+             label: Optional[str] = None, save_models: bool = False) -> dict:
     """Fine-tune and evaluate ``tasks`` x grid points x ``seeds``; write and return results.json's content.
 
     ``grid``: ``{"lr": [...], "batch_size": [...], "epochs": [...]}`` (missing keys: the defaults).
     ``train_files``: task name -> a train file to use instead of the data dir's.
+    ``save_models``: write each fine-tuned model (its best dev weights) in HF format to
+    ``<task>/<point>/seed<k>/model/`` (loads with transformers' BertFor<Head>.from_pretrained).
     """
     from tqdm import tqdm
 
@@ -178,7 +180,7 @@ def run_clue(model: str, tasks: list[TaskSpec], data_dir: str | Path, output: st
                     continue
                 run = wb.init(f"{spec.name}-{name}-seed{seed}", {"task": spec.name, "seed": seed, **hp, **sizes_rec})
                 out = _finetune(kind, model_dir, spec, data, tokenizer, point, seed, device, use_deepspeed, run, bar,
-                                f"{name} " if len(points) > 1 else "")
+                                f"{name} " if len(points) > 1 else "", seed_dir / "model" if save_models else None)
                 report.write_jsonl(seed_dir / "dev_predictions.jsonl", kind.dev_rows(data.dev, out.pop("dev_predictions")))
                 test_pred = out.pop("test_predictions")
                 if data.test is not None and data.test.examples:
@@ -232,10 +234,16 @@ def _what_differs(prev: dict, hp: dict, data_key: dict) -> str:
     return ", ".join(diff) or "unknown"
 
 
-def _steps(kind, data, cfg, tokenizer) -> int:
-    """Optimizer steps of one seed (CMRC2018 counts windows, known only after featurising:
-    estimated as one window per question for the progress bar)."""
-    return math.ceil(cfg.epochs * math.ceil(len(data.train.examples) / cfg.batch_size))
+def _steps(kind, data, cfg, tokenizer, _windows: dict = {}) -> int:  # noqa: B006 (per-process cache)
+    """Optimizer steps of one seed, for the progress bar. CMRC2018 trains on windows, so its
+    train set is featurised once per window setting to count them."""
+    n = len(data.train.examples)
+    if kind.name == "span":
+        key = (id(data.train), cfg.max_seq_length, cfg.doc_stride, cfg.max_query_length)
+        if key not in _windows:
+            _windows[key] = len(kind.features(tokenizer, data.train, cfg, train=True))
+        n = _windows[key]
+    return math.ceil(cfg.epochs * math.ceil(n / cfg.batch_size))
 
 
 def _point_summary(kind, per_seed: dict[str, dict], hp: dict) -> dict:
@@ -249,12 +257,13 @@ def _point_summary(kind, per_seed: dict[str, dict], hp: dict) -> dict:
     return out
 
 
-def _finetune(kind, model_dir, spec, data, tokenizer, cfg, seed, device, use_deepspeed, run, bar, point) -> dict:
+def _finetune(kind, model_dir, spec, data, tokenizer, cfg, seed, device, use_deepspeed, run, bar, point,
+              save_dir) -> dict:
     from zhbert.clue.finetune import finetune_seed
 
     log = (lambda metrics, step: run.log(metrics, step=step)) if run is not None else None
     return finetune_seed(kind, model_dir, data, tokenizer, cfg, seed, device=device, use_deepspeed=use_deepspeed,
-                         log=log, progress=bar, label=f"{spec.name} {point}seed {seed}: ")
+                         log=log, progress=bar, label=f"{spec.name} {point}seed {seed}: ", save_dir=save_dir)
 
 
 def _summary_run(wb: _Wandb, results: dict) -> None:
