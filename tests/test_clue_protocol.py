@@ -207,3 +207,18 @@ def test_random_twin_row_and_merging_per_task_runs(models, tmp_path, capsys):
     assert all(set(r["tasks"]) == {"wsc", "tnews"} for r in merged)
     with pytest.raises(DataError, match="wsc of a already read from another directory"):
         load_results([out / "wsc" / "a", out / "wsc" / "a"])
+
+
+@pytest.mark.parametrize("text, msg", [
+    ("huge: {all: {lr: 1.0e-3}}\n", "unknown size class 'huge'"),
+    ("tiny: {xnli: {lr: 1.0e-3}}\n", r"tiny\.xnli: expected 'all' or a task name"),
+    ("tiny: {all: {lr: -1}}\n", r"tiny\.all: lr must be > 0"),
+    ("tiny: {all: {learning_rate: 1}}\n", r"tiny\.all: .*learning_rate"),
+])
+def test_bad_size_table_is_one_line_naming_the_key(tmp_path, text, msg):
+    from zhbert.clue.protocol import load_size_table
+
+    (tmp_path / "sizes.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=msg) as e:
+        load_size_table(tmp_path / "sizes.yaml")
+    assert str(e.value).startswith(str(tmp_path / "sizes.yaml")) and "\n" not in str(e.value)

@@ -114,6 +114,10 @@ def _load_any(path: Path):
         from zhbert.model.modeling import BertConfig
 
         return BertConfig.from_dict(yaml.safe_load(path.read_text(encoding="utf-8")))
+    if top == "clue" and rel.name == "sizes.yaml":
+        from zhbert.clue.protocol import load_size_table
+
+        return load_size_table(path)
     if top == "clue":
         from zhbert.clue.tasks import load_task_config
 

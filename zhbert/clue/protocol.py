@@ -38,16 +38,45 @@ def size_class(model_config: dict) -> str:
     return "tiny" if h <= 256 else "small" if h <= 512 else "base"
 
 
+SIZES = ("tiny", "small", "base")
+
+
+def load_size_table(path: Path) -> dict:
+    """configs/clue/sizes.yaml, checked: ``{size: {"all" | task: {ClueTaskConfig field: value}}}``.
+    ConfigError naming the file and the offending key."""
+    import yaml
+
+    from zhbert.clue.tasks import TASKS, load_task_config
+    from zhbert.errors import ConfigError
+
+    try:
+        table = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: expected a mapping of size classes ({', '.join(SIZES)})")
+    for size, entry in table.items():
+        if size not in SIZES:
+            raise ConfigError(f"{path}: unknown size class {size!r}; expected {', '.join(SIZES)}")
+        for scope, values in (entry or {}).items():
+            if scope != "all" and scope not in TASKS:
+                raise ConfigError(f"{path}: {size}.{scope}: expected 'all' or a task name ({', '.join(TASKS)})")
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path}: {size}.{scope}: expected a mapping of fine-tuning settings")
+            try:
+                load_task_config(None, [f"{k}={json.dumps(v)}" for k, v in values.items()])
+            except ConfigError as e:
+                raise ConfigError(f"{path}: {size}.{scope}: {str(e).split(': ', 1)[-1]}") from None
+    return table
+
+
 def size_overrides(size: str, task: str, config_dir: Optional[Path] = None) -> tuple[dict, str]:
     """The sizes.yaml settings of ``size`` for ``task`` ("all" merged with the task's own) and
     a description of where they came from ("" when none apply)."""
-    import yaml
-
     path = (config_dir or CONFIG_DIR) / "sizes.yaml"
     if not path.is_file():
         return {}, ""
-    table = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    entry = table.get(size) or {}
+    entry = load_size_table(path).get(size) or {}
     merged = {**(entry.get("all") or {}), **(entry.get(task) or {})}
     return merged, (f"{path.name}[{size}]" if merged else "")
 
