@@ -67,7 +67,12 @@ def main(argv=None) -> int:
         last = summary.get("last") or {}
         loss = f"; loss {last['loss']:.4f}" if isinstance(last.get("loss"), float) else ""
         ev = f", eval mlm_acc {last['eval/mlm_acc']:.3f}" if isinstance(last.get("eval/mlm_acc"), float) else ""
-        print(f"pretrain: done at step {summary['step']}{loss}{ev}; checkpoint {summary['checkpoint']}", flush=True)
+        if summary.get("stopped_at_budget"):
+            print(f"pretrain: stopped at the time budget at step {summary['step']} after "
+                  f"{summary['train_seconds'] / 60:.2f} training minutes (train.max_minutes="
+                  f"{summary['max_minutes']:g}){loss}{ev}; checkpoint {summary['checkpoint']}", flush=True)
+        else:
+            print(f"pretrain: done at step {summary['step']}{loss}{ev}; checkpoint {summary['checkpoint']}", flush=True)
     return 0
 
 

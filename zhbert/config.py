@@ -209,7 +209,27 @@ class TrainConfig:
     output_dir: str = "runs/pretrain/tiny"
     """Run directory: checkpoints/, metrics.jsonl, config.yaml, ds_config.json, wandb/."""
     max_steps: int = 300
-    """optimizer steps."""
+    """Optimizer steps; the run ends at max_steps or at train.max_minutes, whichever comes first."""
+    max_minutes: Optional[float] = None
+    """Time budget in minutes of training time (null = none). Training time is wall time from the
+    start of the first optimizer step: batch assembly, forward, backward, optimizer step, logging
+    count; start-up (process group, data preparation and loading, model/DeepSpeed set-up,
+    checkpoint loading) and every evaluation pass and checkpoint write (the final ones too) do
+    not. At the first step boundary where the budget is used up the run evaluates, writes a
+    final checkpoint and exits 0 ("stopped at the time budget"). Checkpoints record the count
+    (meta.json train_seconds) and a resume continues it.
+    """
+    schedule: str = "steps"
+    """steps | time. steps: DeepSpeed's warmup/decay over train.warmup_steps and max_steps; a
+    resume is bit-exact. time (needs max_minutes): the same decay shapes and min_lr_ratio as
+    functions of elapsed training time over the budget (Cramming's budget-based schedule), so
+    the run stops with its LR fully decayed; a resume continues the elapsed time but is not
+    bit-exact (step timings differ). Formula: docs/pretraining.md, "Time budget".
+    """
+    warmup_fraction: float = 0.1
+    """schedule: time only: share of max_minutes spent warming up linearly from lr x
+    min_lr_ratio to lr, in [0, 1) (schedule: steps uses warmup_steps).
+    """
     micro_batch_size: int = 16
     """per rank, per forward."""
     gradient_accumulation_steps: int = 1
@@ -227,9 +247,9 @@ class TrainConfig:
     adam_eps: float = 1e-6
     """Adam epsilon."""
     warmup_steps: int = 30
-    """Linear warmup steps (>= 2: DeepSpeed schedulers)."""
+    """Linear warmup steps of schedule: steps (>= 2: DeepSpeed schedulers)."""
     decay: str = "linear"
-    """linear | cosine | constant."""
+    """linear | cosine | constant (after warmup, down to lr x min_lr_ratio; both schedules)."""
     clip_grad_norm: float = 1.0
     """Gradient clipping by global norm; 0 = off."""
     checkpoint_every: int = 100
@@ -277,6 +297,14 @@ class TrainConfig:
                f"must be >= 2, got {self.warmup_steps}: DeepSpeed's warmup schedulers span at least 2 steps "
                "(0 is refused by DeepSpeed, 1 would silently mean 2)")
         _check(where, "train.min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "must be in [0, 1]")
+        _check(where, "train.max_minutes", self.max_minutes is None or self.max_minutes > 0,
+               f"must be > 0 (null = no time budget), got {self.max_minutes}")
+        _choice(where, "train.schedule", self.schedule, ["steps", "time"])
+        _check(where, "train.schedule", self.schedule != "time" or self.max_minutes is not None,
+               "time needs train.max_minutes (the budget the schedule spans); set train.max_minutes "
+               "or use train.schedule=steps")
+        _check(where, "train.warmup_fraction", 0 <= self.warmup_fraction < 1,
+               f"must be in [0, 1), got {self.warmup_fraction}")
         _choice(where, "train.decay", self.decay, ["linear", "cosine", "constant"])
         _check(where, "train.clip_grad_norm", self.clip_grad_norm >= 0, "must be >= 0 (0 = off)")
         # what torch.optim.AdamW / DeepSpeed's Adam and Lamb would reject later, with a traceback

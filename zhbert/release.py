@@ -288,6 +288,13 @@ def model_card(name: str, model: dict[str, Any], src: _Source, vocab_size: int,
         value = _get(meta, *keys)
         if value is not None:
             lines.append(f"| {label} | {_fmt(value)} |")
+    budget = _get(meta, "config.train.max_minutes")
+    if isinstance(budget, (int, float)):
+        lines.append(f"| time budget (training minutes) | {budget:g} ({_get(meta, 'config.train.schedule') or 'steps'} "
+                     "schedule) |")
+    seconds = meta.get("train_seconds")
+    if isinstance(seconds, (int, float)) and seconds > 0:
+        lines.append(f"| training time (minutes; start-up, eval and checkpoints excluded) | {seconds / 60:.1f} |")
     losses = []
     for split in ("train", "eval"):
         row = metrics.get(split)

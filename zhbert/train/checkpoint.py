@@ -320,7 +320,7 @@ def load_into(engine, step_dir: str | Path, meta: dict[str, Any], *, world: int,
 
 
 def run_meta(cfg, *, samples_seen: int, tokens_seen: int, position, batches, data_dir: str, tokenizer,
-             model_config, nonfinite_steps: int) -> dict[str, Any]:
+             model_config, nonfinite_steps: int, train_seconds: float = 0.0) -> dict[str, Any]:
     """What a training checkpoint records besides the DeepSpeed state (meta.json; the layout
     keys -- step, ds_tag, world size, file sizes and hashes -- are added by save_checkpoint)."""
     from zhbert.config import to_dict
@@ -332,6 +332,7 @@ def run_meta(cfg, *, samples_seen: int, tokens_seen: int, position, batches, dat
             "precision": cfg.deepspeed.precision, "data_dir": str(Path(data_dir).resolve()),
             "vocab_sha256": tokenizer.vocab_sha256(), "text_normalization": tokenizer.normalization,
             "nonfinite_steps": nonfinite_steps,
+            "train_seconds": train_seconds,  # training time so far (zhbert.train.schedule); resume continues it
             "model_config": model_config.to_dict(), "config": to_dict(cfg),
             "rng_note": "per-rank torch RNG states in rng/rank_<r>.pt"}
 

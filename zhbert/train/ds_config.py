@@ -15,6 +15,8 @@ train.lr / adam_* / weight_decay    optimizer AdamW (``torch_adam`` on CPU) or L
 train.decay + warmup_steps          scheduler: linear -> WarmupDecayLR, cosine ->
                                     WarmupCosineLR, constant -> WarmupLR
 train.min_lr_ratio                  warmup_min_lr (linear/constant) / cos_min_ratio (cosine)
+train.schedule = time               no scheduler key: zhbert's TimeBudgetLR is passed to
+                                    deepspeed.initialize (zhbert/train/schedule.py)
 deepspeed.zero_stage                zero_optimization.stage
 deepspeed.offload_*                 zero_optimization.offload_optimizer / offload_param
 deepspeed.precision                 bf16.enabled / fp16.enabled (+ dynamic loss scaling)
@@ -53,7 +55,7 @@ DERIVED = {
     ("train_batch_size",): "train.micro_batch_size x train.gradient_accumulation_steps x world size",
     ("gradient_clipping",): "train.clip_grad_norm",
     ("optimizer",): "deepspeed.optimizer and train.lr / adam_* / weight_decay",
-    ("scheduler",): "train.decay / warmup_steps / max_steps / min_lr_ratio",
+    ("scheduler",): "train.schedule / train.decay / warmup_steps / max_steps / min_lr_ratio",
     ("bf16", "enabled"): "deepspeed.precision",
     ("fp16", "enabled"): "deepspeed.precision",
     ("zero_optimization", "stage"): "deepspeed.zero_stage",
@@ -108,8 +110,11 @@ def build_ds_config(cfg, world_size: int, device_type: str, hidden_size: Optiona
     # iteration 0 (not DeepSpeed's default -1, whose constructor warns "Attempting to get
     # learning rate from scheduler before it has started"); the trainer's scheduler.step(0)
     # then sets the first step's lr exactly as before.
+    # schedule: time has no DeepSpeed scheduler: the trainer passes zhbert's TimeBudgetLR.
     min_lr = t.lr * t.min_lr_ratio
-    if t.decay == "linear":
+    if getattr(t, "schedule", "steps") == "time":
+        pass
+    elif t.decay == "linear":
         ds["scheduler"] = {"type": "WarmupDecayLR", "params": {
             "warmup_min_lr": min_lr, "warmup_max_lr": t.lr, "warmup_num_steps": t.warmup_steps,
             "total_num_steps": max(t.max_steps, t.warmup_steps + 1), "warmup_type": "linear", "last_batch_iteration": 0}}
@@ -180,6 +185,9 @@ def merge_user_config(derived: dict[str, Any], user: dict[str, Any], hidden_size
         if mine is None and path[-1] == "enabled":
             mine = False  # bf16/fp16 not derived: that precision is off
         if value == "auto" or value == mine:
+            if mine is None and path == ("scheduler",):  # schedule: time derives no scheduler
+                del node[path[-1]]
+                continue
             node[path[-1]] = copy.deepcopy(mine)
             continue
         if isinstance(value, dict) and isinstance(mine, dict):  # optimizer / scheduler section

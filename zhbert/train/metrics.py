@@ -210,6 +210,7 @@ class RunLogger:
         self.wandb = None
         self.bar = None
         self.max_steps = cfg.train.max_steps
+        self.budget_s = cfg.train.max_minutes * 60 if cfg.train.max_minutes is not None else None
         self.t0, self.step0 = time.perf_counter(), start_step
         if rank != 0:
             return
@@ -263,6 +264,8 @@ class RunLogger:
         done = rec["step"] - self.step0
         if done > 0 and rec["step"] < self.max_steps:
             eta = (time.perf_counter() - self.t0) / done * (self.max_steps - rec["step"])
+            if self.budget_s is not None and rec.get("train_s") is not None:  # the time budget may end it first
+                eta = min(eta, max(0.0, self.budget_s - rec["train_s"]))
             parts.append(f"ETA {duration(eta)}")
         if rec.get("nonfinite"):
             parts.append("NON-FINITE")

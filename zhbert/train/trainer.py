@@ -15,7 +15,9 @@ DeepSpeed owns the parallelism (ZeRO 0-3, offload, bf16/fp16); the model knows n
 it. The DeepSpeed JSON is derived from the config by :mod:`zhbert.train.ds_config` and written
 to ``<output_dir>/ds_config.json``. What is logged and how (loss averaging, throughput, MFU,
 metrics.jsonl, wandb): :mod:`zhbert.train.metrics`. Checkpoint layout, resume and export:
-:mod:`zhbert.train.checkpoint`. Process/launcher set-up: :mod:`zhbert.train.launch`.
+:mod:`zhbert.train.checkpoint`. Process/launcher set-up: :mod:`zhbert.train.launch`. The time
+budget (``train.max_minutes``), what counts as training time and the time-based LR schedule
+(``train.schedule: time``): :mod:`zhbert.train.schedule`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from zhbert.config import PretrainConfig, save_config, to_dict
 from zhbert.errors import ConfigError, DataError, TrainingDiverged, disk_error
@@ -37,6 +39,7 @@ from zhbert.train.checkpoint import check_normalization, normalization_key
 from zhbert.train.launch import barrier, rank0_decides, setup_env, start_distributed
 from zhbert.train.metrics import (DeviceSums, EvalTotals, RunLogger, StepTotals, Throughput, fmt, peak_tflops)
 from zhbert.train.order import DataPosition, ShardedBatches, iterate, rescale_position
+from zhbert.train.schedule import TimeBudgetLR, TrainingClock, synced_elapsed
 
 
 # ------------------------------------------------------------------------------ model config
@@ -224,12 +227,16 @@ class StepResult:
     next_position: Any  # order.DataPosition after the step's last micro-batch
 
 
-def train(cfg: PretrainConfig) -> dict[str, Any]:
+def train(cfg: PretrainConfig, clock: Optional[Callable[[], float]] = None) -> dict[str, Any]:
     """Pretrain (or continue) according to ``cfg``; returns a summary dict.
 
     Works in one process (no launcher) or under ``deepspeed``/``torchrun`` (one process per
     rank; env RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT). If torch.distributed is
     already initialised, that process group is used and left open.
+
+    ``clock`` is the time source of the training-time count (``train.max_minutes``,
+    ``train.schedule: time``, ``train_s`` in metrics.jsonl): seconds, default
+    :func:`time.monotonic`; tests pass a fake one. Nothing else reads it.
     """
     setup_env()
     dist_ = start_distributed()
@@ -238,6 +245,10 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
         engine = build_engine(run)
         state = resume_or_start(run, engine)
         t, rank = cfg.train, dist_.rank
+        budget_s = t.max_minutes * 60.0 if t.max_minutes is not None else None
+        timer = TrainingClock(clock, elapsed=state.train_seconds)
+        sched = engine.lr_scheduler if isinstance(engine.lr_scheduler, TimeBudgetLR) else None
+        at_budget = budget_s is not None and state.train_seconds >= budget_s
         logger = RunLogger(cfg, run.out, state.step, rank, run_info={
             "model_config": run.model_config.to_dict(), "world_size": dist_.world,
             "global_batch_size": t.micro_batch_size * t.gradient_accumulation_steps * dist_.world,
@@ -247,29 +258,44 @@ def train(cfg: PretrainConfig) -> dict[str, Any]:
         try:
             batches = iterate(run.train_batches, state.position, workers=t.dataloader_workers)
             engine.train()
-            while state.step < t.max_steps:
+            timer.start()  # training time counts from here (see zhbert.train.schedule)
+            while state.step < t.max_steps and not at_budget:
                 result = train_step(engine, batches, run)
                 state.advance(result)
+                # rank 0's count on every rank when there is a budget: all stop at the same step
+                state.train_seconds = synced_elapsed(timer, dist_.world, dist_.device) if budget_s is not None \
+                    else timer.elapsed()
+                at_budget = budget_s is not None and state.train_seconds >= budget_s
+                last = state.step == t.max_steps or at_budget
+                if sched is not None:
+                    sched.set_elapsed(state.train_seconds)  # the next step's lr
                 window.add(result.totals)
                 rec = step_record(state, result, run, engine)
-                do_eval = run.eval_batches is not None and (state.step % t.eval_every == 0 or state.step == t.max_steps)
-                if state.step % t.log_every == 0 or state.step in (1, t.max_steps) or do_eval or rec.get("nonfinite"):
+                rec["train_s"] = state.train_seconds
+                do_eval = run.eval_batches is not None and (state.step % t.eval_every == 0 or last)
+                if state.step % t.log_every == 0 or state.step == 1 or last or do_eval or rec.get("nonfinite"):
                     rec.update(window.record(), epoch=state.position.epoch, samples=state.samples_seen,
                                tokens=state.tokens_seen)
                     if do_eval:
-                        rec.update(evaluate(engine, run.eval_batches, t.eval_batches, dist_.device, dist_.world))
+                        with timer.paused():
+                            rec.update(evaluate(engine, run.eval_batches, t.eval_batches, dist_.device, dist_.world))
                     logger.log(rec)
                     state.last_record = rec
                 logger.advance(1, {"loss": f"{rec['loss']:.3f}", "lr": f"{result.lr:.2e}"})
                 guard.check(rec, state, rank)  # TrainingDiverged stops the run
-                if state.step % t.checkpoint_every == 0 or state.step == t.max_steps:
-                    save(run, engine, state, nonfinite_steps=guard.total)
+                if state.step % t.checkpoint_every == 0 or last:
+                    with timer.paused():
+                        save(run, engine, state, nonfinite_steps=guard.total)
         finally:
             logger.close()
+        if at_budget and rank == 0:
+            print(f"[zhbert] stopped at the time budget: step {state.step}, {state.train_seconds / 60:.2f} "
+                  f"training minutes (train.max_minutes={t.max_minutes:g})", flush=True)
         latest = checkpoint.checkpoints_dir(run.out) / f"step_{state.last_saved}" if state.last_saved is not None else None
         return {"step": state.step, "output_dir": str(run.out), "checkpoint": str(latest) if latest else None,
                 "samples_seen": state.samples_seen, "tokens_seen": state.tokens_seen, "last": state.last_record,
-                "nonfinite_steps": guard.total}
+                "nonfinite_steps": guard.total, "train_seconds": state.train_seconds,
+                "stopped_at_budget": at_budget, "max_minutes": t.max_minutes}
     finally:
         dist_.close()
 
@@ -324,6 +350,7 @@ class TrainState:
     samples_seen: int = 0
     tokens_seen: int = 0
     position: Any = None  # order.DataPosition of the next micro-batch
+    train_seconds: float = 0.0  # training time so far (zhbert.train.schedule), resumes included
     last_saved: Optional[int] = None
     last_record: dict = dataclasses.field(default_factory=dict)
 
@@ -388,7 +415,7 @@ def save(run: Run, engine, state: TrainState, nonfinite_steps: int) -> None:
     meta = checkpoint.run_meta(run.cfg, samples_seen=state.samples_seen, tokens_seen=state.tokens_seen,
                                position=state.position, batches=run.train_batches, data_dir=run.cfg.data.dir,
                                tokenizer=run.tokenizer, model_config=run.model_config,
-                               nonfinite_steps=nonfinite_steps)
+                               nonfinite_steps=nonfinite_steps, train_seconds=state.train_seconds)
     checkpoint.save_checkpoint(engine, output_dir=run.out, step=state.step, meta=meta, model_config=run.model_config,
                                tokenizer=run.tokenizer, zero_stage=run.cfg.deepspeed.zero_stage,
                                keep_last=run.cfg.train.keep_last)
@@ -461,7 +488,12 @@ def build_run(cfg: PretrainConfig, dist_) -> Run:
 
 
 def build_engine(run: Run):
-    """The model (fresh with ``train.seed``, or ``model.init_from``'s weights) in a DeepSpeed engine."""
+    """The model (fresh with ``train.seed``, or ``model.init_from``'s weights) in a DeepSpeed engine.
+
+    LR schedule: ``schedule: steps`` is the DeepSpeed scheduler of the derived JSON;
+    ``schedule: time`` is zhbert's :class:`TimeBudgetLR`, handed to ``deepspeed.initialize`` so
+    that the engine steps it and saves/loads its state with every checkpoint.
+    """
     import deepspeed
     import torch
 
@@ -475,9 +507,12 @@ def build_engine(run: Run):
         model = BertForPreTraining(run.model_config)
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+    time_lr = TimeBudgetLR(t.lr, t.max_minutes * 60.0, t.warmup_fraction, t.decay, t.min_lr_ratio) \
+        if t.schedule == "time" else None
     try:
         engine, _, _, scheduler = deepspeed.initialize(
-            model=model, model_parameters=_param_groups(model, t.weight_decay), config=run.ds_config)
+            model=model, model_parameters=_param_groups(model, t.weight_decay), config=run.ds_config,
+            lr_scheduler=time_lr)
     except (ValueError, TypeError, KeyError, AssertionError) as e:
         if not (cfg.deepspeed.extra or cfg.deepspeed.config_file):
             raise
@@ -488,7 +523,11 @@ def build_engine(run: Run):
                                         if cfg.deepspeed.extra else ""]))
         raise ConfigError(f"deepspeed.extra: DeepSpeed rejected the config made with {given} "
                           f"(see {run.out / 'ds_config.json'}): {type(e).__name__}: {first}") from None
-    if scheduler is not None:
+    if time_lr is not None:
+        from deepspeed.runtime.lr_schedules import get_torch_optimizer
+
+        time_lr.bind(get_torch_optimizer(engine.optimizer))  # the optimizer DeepSpeed's schedulers drive
+    elif scheduler is not None:
         # DeepSpeed's Warmup* schedulers start at iteration -1 (= min lr) and count from there;
         # stepping to 0 makes optimizer step s (1-based) use the schedule's value at s-1.
         scheduler.step(0)
@@ -509,16 +548,31 @@ def resume_or_start(run: Run, engine) -> TrainState:
                                       int(meta.get("global_micro_batch", run.train_batches.global_micro)),
                                       run.train_batches.global_micro)
     state.last_saved = state.step
+    state.train_seconds = float(meta.get("train_seconds", 0.0))
+    if isinstance(engine.lr_scheduler, TimeBudgetLR):
+        if "train_seconds" not in meta and rank == 0:
+            warnings.warn(f"{d}: meta.json records no train_seconds (saved before the time budget existed): "
+                          "the time schedule and budget count from 0 training seconds", stacklevel=2)
+        engine.lr_scheduler.set_elapsed(state.train_seconds)  # the lr the next step applies
     if not checkpoint.load_rng(d, rank):
         warnings.warn(f"{d}: rng/rank_{rank}.pt is missing: the resumed run is no longer "
                       "identical to an uninterrupted one (its dropout draws differ)", stacklevel=2)
     changed = _changed_keys(meta.get("config", {}), to_dict(run.cfg))
+    before, now = meta.get("config", {}).get("train", {}), run.cfg.train
+    if now.schedule == "time" and rank == 0 and (before.get("schedule", "steps"), before.get("max_minutes")) != \
+            ("time", now.max_minutes):
+        warnings.warn(f"resuming {d} (train.schedule={before.get('schedule', 'steps')}, max_minutes="
+                      f"{before.get('max_minutes')}) with train.schedule=time, max_minutes={now.max_minutes:g}: "
+                      f"the LR schedule continues from {state.train_seconds / 60:.2f} training minutes on the new "
+                      "budget's curve", stacklevel=2)
     if changed and rank == 0:
         warnings.warn(f"resuming {d} with a different {', '.join(changed)}: the data order, masks "
                       "or batch size differ from the original run", stacklevel=2)
     if rank == 0:
+        spent = (f", {state.train_seconds / 60:.2f} of {run.cfg.train.max_minutes:g} training minutes used"
+                 if run.cfg.train.max_minutes is not None else "")
         print(f"[zhbert] resumed from {d} at step {state.step}, data position "
-              f"epoch {state.position.epoch} batch {state.position.batch_index}", flush=True)
+              f"epoch {state.position.epoch} batch {state.position.batch_index}{spent}", flush=True)
     return state
 
 
