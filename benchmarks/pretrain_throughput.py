@@ -6,11 +6,18 @@ optimizer (AdamW), timing forward + backward + optimizer step. Steps of the two 
 interleaved so that load from other processes on a shared machine hits both alike; medians
 are reported.
 
-Section 2 -- DeepSpeed engine step vs plain torch loop: placeholder for the trainer helper
-(see ``bench_deepspeed_vs_torch``).
+Section 2 -- DeepSpeed engine step vs plain torch loop: benchmarks/ds_overhead.py (``--deepspeed``).
+
+Section 3 -- MFU (``--mfu``, implied by ``--device cuda``): zhbert's training step alone, in
+the DeepSpeed engine with the JSON the trainer derives (``build_ds_config``: precision, fused
+or torch AdamW, clipping), on realistic batches; tokens/s and model FLOPs utilisation counted
+as the trainer counts them (``zhbert.train.metrics``: 6 x non-embedding parameters + 12 x L x
+H x T per real token, over the device's dense peak). ``--json FILE`` writes the results.
 
 Usage:
     python benchmarks/pretrain_throughput.py --shapes tiny,base --steps 10 --base-steps 3
+    python benchmarks/pretrain_throughput.py --device cuda --precision bf16 --shapes base,tiny \
+        --batch 256,1024 --steps 50 --json runs/mfu.json          # GPU: tokens/s and MFU
 """
 
 from __future__ import annotations
@@ -142,16 +149,117 @@ def bench_model_vs_hf(shape: str, steps: int, warmup: int = 1, seed: int = 0) ->
 # here with --deepspeed so one command prints every ratio. Target: overhead <= 10%.
 
 
+# ------------------------------------------------------------------- section 3: MFU (GPU)
+def bench_mfu(dist_, shape: str, steps: int, batch_size: int, *, precision: str = "bf16", optimizer: str = "fused",
+              warmup: int = 5, peak: float = 0.0, dropout: float = 0.1, seed: int = 0) -> dict:
+    """Tokens/s and MFU of zhbert's training step (forward, backward, DeepSpeed optimizer step)
+    on ``dist_`` (``zhbert.train.launch.start_distributed()``: CUDA on a GPU machine, else CPU,
+    where MFU needs ``peak``). ZeRO 0, constant lr; ``batch_size`` sequences of SEQ_LEN per step."""
+    import deepspeed
+
+    from zhbert.config import load_config
+    from zhbert.train.ds_config import build_ds_config
+    from zhbert.train.metrics import model_flops_per_token, peak_tflops
+    from zhbert.train.trainer import _param_groups
+
+    device, on_cuda = dist_.device, dist_.device_type == "cuda"
+    layers, hidden, heads, inter, _ = SHAPES[shape]
+    config = BertConfig(vocab_size=VOCAB, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                        intermediate_size=inter, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    cfg = load_config(None, [f"deepspeed.precision={precision}", f"train.micro_batch_size={batch_size}",
+                             "train.gradient_accumulation_steps=1", "train.lr=1e-4",
+                             f"deepspeed.torch_adam={'true' if optimizer == 'torch' else 'false'}",
+                             f"train.peak_tflops={peak}"])
+    ds = build_ds_config(cfg, dist_.world, dist_.device_type, hidden_size=hidden)
+    ds.pop("scheduler", None)
+    torch.manual_seed(seed)
+    model = BertForPreTraining(config)
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=_param_groups(model, cfg.train.weight_decay),
+                                      config=ds)
+    rng = np.random.default_rng(seed)
+    batches = [{k: v.to(device) for k, v in make_batch(rng, batch_size).items()} for _ in range(8)]
+    real = [int(b["attention_mask"].sum()) for b in batches]
+    sync = torch.cuda.synchronize if on_cuda else (lambda: None)
+
+    def step(b):
+        out = engine(**b)
+        engine.backward(out.loss)
+        engine.step()
+        return out.loss
+
+    for i in range(warmup):
+        step(batches[i % len(batches)])
+    sync()
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats()
+    losses, tokens = [], 0
+    t0 = time.perf_counter()
+    for i in range(steps):
+        losses.append(step(batches[i % len(batches)]).detach())
+        tokens += real[i % len(batches)]
+    sync()
+    dt = time.perf_counter() - t0
+    flops = model_flops_per_token(config, SEQ_LEN) * tokens  # T = the padded length, as the trainer
+    peak_tf = peak_tflops(cfg, dist_.device_type)
+    loss_values = [float(x.float()) for x in losses]
+    result = {
+        "shape": shape, "layers": layers, "hidden": hidden, "heads": heads, "intermediate": inter, "vocab": VOCAB,
+        "seq_len": SEQ_LEN, "batch": batch_size, "precision": precision, "optimizer": optimizer,
+        "optimizer_class": type(getattr(engine.optimizer, "optimizer", engine.optimizer)).__name__,
+        "dropout": dropout, "device": torch.cuda.get_device_name() if on_cuda else dist_.device_type,
+        "steps": steps, "warmup_steps": warmup, "step_s": dt / steps,
+        "tokens_per_s": tokens / dt,  # real (non-padding) tokens
+        "padded_tokens_per_s": steps * batch_size * SEQ_LEN / dt,
+        "real_token_share": sum(real) / (len(real) * batch_size * SEQ_LEN),
+        "model_tflops_per_s": flops / dt / 1e12, "peak_tflops": peak_tf,
+        "mfu": flops / dt / (peak_tf * 1e12) if peak_tf else None,
+        "max_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if on_cuda else None,
+        "loss_first": loss_values[0], "loss_last": loss_values[-1],
+        "losses_finite": all(np.isfinite(loss_values)),
+    }
+    del engine, model, batches, losses
+    if on_cuda:
+        torch.cuda.empty_cache()
+    return result
+
+
+def print_mfu(results: list[dict]) -> None:
+    print("shape  batch  precision  optimizer   s/step     tokens/s  model TFLOP/s  peak   MFU    max GiB")
+    for r in results:
+        mfu = f"{100 * r['mfu']:5.1f}%" if r["mfu"] is not None else "  n/a "
+        mem = f"{r['max_memory_gib']:.1f}" if r["max_memory_gib"] is not None else "n/a"
+        print(f"{r['shape']:6s} {r['batch']:5d}  {r['precision']:9s}  {r['optimizer_class']:10s} {r['step_s']:7.4f} "
+              f"{r['tokens_per_s']:12,.0f}  {r['model_tflops_per_s']:13.1f}  {r['peak_tflops'] or 0:5.0f}  {mfu}  {mem}")
+
+
 # ------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> list[Result]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shapes", default="tiny,base", help="comma list of: " + ",".join(SHAPES))
-    ap.add_argument("--steps", type=int, default=10, help="timed steps per model (tiny)")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per model (tiny; every shape with --mfu)")
     ap.add_argument("--base-steps", type=int, default=3, help="timed steps per model (base)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--deepspeed", action="store_true",
                     help="also time the DeepSpeed engine step vs a plain torch loop (tiny shape)")
+    mfu = ap.add_argument_group("section 3: MFU (zhbert alone, DeepSpeed engine; default on --device cuda)")
+    mfu.add_argument("--mfu", action="store_true", help="measure tokens/s and MFU instead of comparing with HF")
+    mfu.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                     help="cuda: DeepSpeed's CUDA accelerator (implies --mfu)")
+    mfu.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
+                     help="deepspeed.precision (default: bf16 on cuda, fp32 on cpu)")
+    mfu.add_argument("--optimizer", choices=["fused", "torch"], default=None,
+                     help="AdamW implementation: DeepSpeed FusedAdam (default on cuda, as in training) or torch's "
+                     "(default on cpu)")
+    mfu.add_argument("--batch", default=None,
+                     help="sequences per step, one value or one per shape (default: base 256, tiny 1024 on cuda)")
+    mfu.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    mfu.add_argument("--peak-tflops", type=float, default=0.0,
+                     help="device peak for MFU (0: zhbert's table of known GPUs)")
+    mfu.add_argument("--dropout", type=float, default=0.1, help="hidden and attention dropout (BERT: 0.1)")
+    mfu.add_argument("--json", metavar="FILE", help="write the MFU results as JSON")
     args = ap.parse_args(argv)
+    if args.device == "cuda" or args.mfu:
+        return main_mfu(args)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     results = []
@@ -169,6 +277,45 @@ def main(argv: list[str] | None = None) -> list[Result]:
         d = bench_deepspeed_vs_torch("tiny", args.steps)
         print(f"\nDeepSpeed engine vs plain torch loop (tiny, ZeRO {d.zero_stage}): "
               f"{d.ds_step_s:.3f} vs {d.torch_step_s:.3f} s/step, overhead {100 * d.overhead:+.1f}% (target <= 10%)")
+    return results
+
+
+def main_mfu(args) -> list[dict]:
+    import json
+    import os
+    from pathlib import Path
+
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("pretrain_throughput: --device cuda but torch sees no CUDA device")
+        os.environ["DS_ACCELERATOR"] = "cuda"
+    else:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        torch.set_num_threads(args.threads)
+    precision = args.precision or ("bf16" if args.device == "cuda" else "fp32")
+    optimizer = args.optimizer or ("fused" if args.device == "cuda" else "torch")
+    shapes = args.shapes.split(",")
+    default_batch = {"base": 256, "tiny": 1024} if args.device == "cuda" else {s: SHAPES[s][4] for s in SHAPES}
+    sizes = [int(x) for x in args.batch.split(",")] if args.batch else [default_batch[s] for s in shapes]
+    if len(sizes) == 1:
+        sizes = sizes * len(shapes)
+    if len(sizes) != len(shapes):
+        raise SystemExit(f"pretrain_throughput: --batch needs one value or one per shape ({len(shapes)})")
+    print(f"torch {torch.__version__}, device {args.device}, precision {precision}, optimizer {optimizer}")
+    from zhbert.train.launch import setup_env, start_distributed
+
+    setup_env()
+    dist_ = start_distributed()
+    try:
+        results = [bench_mfu(dist_, shape, args.steps, b, precision=precision, optimizer=optimizer,
+                             warmup=args.warmup, peak=args.peak_tflops, dropout=args.dropout)
+                   for shape, b in zip(shapes, sizes)]
+    finally:
+        dist_.close()
+    print_mfu(results)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"torch": torch.__version__, "results": results}, indent=2) + "\n")
     return results
 
 
