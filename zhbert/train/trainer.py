@@ -370,7 +370,9 @@ def step_record(state: TrainState, result: StepResult, run: Run, engine) -> dict
            "nsp_acc": s.nsp_correct / s.nsp_count if s.nsp_count > 0 else None,
            "lr": result.lr, "grad_norm": result.grad_norm}
     if run.cfg.deepspeed.precision == "fp16":
-        rec["loss_scale"] = float(getattr(engine.optimizer, "cur_scale", float("nan")))
+        # ZeRO 1-3 optimizers expose cur_scale; DeepSpeed 0.19's plain fp16 optimizers (ZeRO 0) only loss_scale
+        opt = engine.optimizer
+        rec["loss_scale"] = float(getattr(opt, "loss_scale", getattr(opt, "cur_scale", float("nan"))))
         nonfinite = not math.isfinite(s.loss)  # scaler-overflow skips are routine, not faults
     else:
         nonfinite = not (math.isfinite(s.loss) and result.applied
