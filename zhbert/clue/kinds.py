@@ -170,7 +170,7 @@ class SpanKind(Kind):
         train_path = Path(train_file) if train_file else first(self.TRAIN)
         if train_path is None and first(self.TRIAL) is not None:
             train_path = first(self.TRIAL)
-            notes.append(f"trained on the trial set ({train_path.name}): no train file in {d}")
+            notes.append(f"trained on the trial set ({train_path.name}): the data dir has no train file")
         dev_path, test_path = first(self.DEV), first(self.TEST)
         train = _split(train_path, subsample(load_cmrc(train_path, labeled=True, train=True), max_train_samples)) \
             if train_path else None
@@ -257,9 +257,9 @@ class ChoiceKind(Kind):
             read = lambda s, **kw: choice.load_c3(paths[s], **kw)  # noqa: E731
         else:
             paths, read, fmt = self._chid_files(d)
-            notes.append(f"ChID scored in the {fmt} format"
-                         + (" (FewCLUE: 7 candidates, one blank; not comparable with CLUE 1.1's ChID)"
-                            if fmt == "FewCLUE" else " (CLUE 1.1: 10 candidates, blanks decoded jointly per passage)"))
+            notes.append(f"scored in the {fmt} format: "
+                         + ("7 candidates, one blank; not comparable with CLUE 1.1's ChID"
+                            if fmt == "FewCLUE" else "10 candidates, the blanks of a line decoded jointly"))
             if "test_public" in paths:
                 extra["test_public"] = _split(paths["test_public"][0], read("test_public", labeled=True))
         if train_file is not None:

@@ -137,8 +137,9 @@ def results_markdown(results: dict | list[dict]) -> str:
     head = ["Model", *[TASKS[t].title + (" (EM / F1)" if TASKS[t].kind == "span" else "") for t in names], "Avg"]
     seeds = sorted({s for r in all_results for s in r.get("seeds", [])})
     lines = ["# CLUE dev results", "",
-             f"Dev score (%), max (mean ± std) over seeds {', '.join(map(str, seeds))} of each task's selected grid "
-             "point; accuracy, CMRC2018 EM / F1 (Avg over EM and accuracies).", "",
+             "Dev score (%), max (mean ± std) over the seeds of each task's selected grid point (seeds "
+             f"{', '.join(map(str, seeds))}; per task below); accuracy, CMRC2018 EM / F1 (Avg over EM and "
+             "accuracies).", "",
              "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for res in all_results:
         tasks = res["tasks"]
@@ -173,7 +174,7 @@ def results_markdown(results: dict | list[dict]) -> str:
                          f"weights sha256 {str(p.get('weights_sha256'))[:12]}…, device {res.get('device')}.")
             lines.append("")
         lines += ["| Task | train rows used | dev rows scored | unlabelled rows skipped (train file/dev) | selected "
-                  "(lr, batch, epochs) | grid | max len | per seed | defaults | minutes |",
+                  "(lr, batch, epochs) | grid | max len | per seed | defaults | fine-tuning minutes |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for t in [n for n in names if n in res["tasks"]]:
             r = res["tasks"][t]
@@ -184,11 +185,13 @@ def results_markdown(results: dict | list[dict]) -> str:
             d = r.get("dropped", {"train": 0, "dev": 0})
             prot = r.get("protocol", {})
             grid = prot.get("grid") or {}
-            gtxt = " × ".join(f"{k} {','.join(f'{x:g}' for x in v)}" for k, v in grid.items()) or "–"
+            gtxt = " × ".join(f"{k} {','.join(f'{x:g}' for x in v)}" for k, v in grid.items() if len(v) > 1) or "–"
+            minutes = sum(v.get("wall_time_s", 0) for p in r.get("grid", {}).values()
+                          for v in p.get("seeds", {}).values()) / 60 or r.get("wall_time_s", 0) / 60
             lines.append(f"| {TASKS[t].title} | {r['train_size']} | {r['dev_size']} | {d['train']}/{d['dev']} | "
                          f"{h['lr']:g}, {h['batch_size']}, {h['epochs']:g} | {gtxt} | {h['max_seq_length']} | "
                          f"{seed_scores} | {' + '.join(prot.get('defaults', [])) or '–'} | "
-                         f"{r.get('wall_time_s', 0) / 60:.1f} |")
+                         f"{minutes:.1f} |")
         notes = [f"- {TASKS[t].title}: {n}" for t in names if t in res["tasks"] for n in res["tasks"][t].get("notes", [])]
         extra = [f"- {TASKS[t].title} {name} (scored once, after selection on dev): "
                  + _cell({"scores": sc, "metrics": res["tasks"][t]["metrics"]})
