@@ -66,7 +66,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, jobs: list[list[str]]) -> None:
+def init_cpu_rank(rank: int, world: int, port: int) -> None:
+    """Inside a spawned process: the launcher's environment for ``rank``, one thread, gloo."""
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1",
                       WANDB_SILENT="true")
@@ -79,6 +80,10 @@ def _worker(rank: int, world: int, port: int, jobs: list[list[str]]) -> None:
     import deepspeed
 
     deepspeed.init_distributed(dist_backend="gloo")
+
+
+def _worker(rank: int, world: int, port: int, jobs: list[list[str]]) -> None:
+    init_cpu_rank(rank, world, port)
     from zhbert.config import load_config
     from zhbert.train.trainer import train
 

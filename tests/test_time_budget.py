@@ -285,18 +285,9 @@ def test_resume_continues_the_elapsed_time(runs):
 
 def _rank_worker(rank: int, world: int, port: int, argv: list[str], out: str) -> None:
     """Spawned rank with its own fake clock: rank 0's steps take 1 s, rank 1's 2.5 s."""
-    import os
-    import warnings
+    from _pretrain_fixtures import init_cpu_rank
 
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1",
-                      WANDB_SILENT="true")
-    warnings.filterwarnings("ignore")
-    import deepspeed
-    import torch
-
-    torch.set_num_threads(1)
-    deepspeed.init_distributed(dist_backend="gloo")
+    init_cpu_rank(rank, world, port)
     import zhbert.train.trainer as tr
     from zhbert.config import load_config
 
