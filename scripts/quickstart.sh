@@ -4,7 +4,7 @@
 #   -> a format check of CLUE fine-tuning on the bundled fixture
 #   -> the last screen: did pretraining work? (held-out MLM vs the unigram baseline, NSP vs 50%)
 #   -> with --clue-dir DIR (real CLUE data): the run and its random-init twin fine-tuned on
-#      OCNLI and TNEWS (2,000 train rows, 1,000 dev rows, 2 epochs, seeds 1 and 2; ~6 more
+#      OCNLI and TNEWS (2,000 train rows, 1,000 dev rows, 2 epochs, seeds 1 and 2; ~7 more
 #      minutes on 2 cores), one table with the majority-class rate beside them
 # Other arguments go to scripts/pretrain.py as section.key=value overrides.
 set -euo pipefail
