@@ -248,6 +248,13 @@ def _candidates(row: dict, where: str) -> list[str]:
     return cands
 
 
+def _chid_rows(path: Path):
+    """(0-based line index, row, "FILE:LINE", candidates) for every row of a ChID file."""
+    for k, (lineno, row) in enumerate(read_jsonl(path)):
+        where = f"{path}:{lineno}"
+        yield k, row, where, _candidates(row, where)
+
+
 def load_chid_clue(path: Path, answer_path: Optional[Path] = None, labeled: bool = True,
                    limit: Optional[int] = None) -> list[ChoiceExample]:
     """One example per ``#idiom...#`` blank of a CLUE-format ChID file, in order; labels from
@@ -264,9 +271,7 @@ def load_chid_clue(path: Path, answer_path: Optional[Path] = None, labeled: bool
     out: list[ChoiceExample] = []
     if limit is not None and limit <= 0:
         return out
-    for k, (lineno, row) in enumerate(read_jsonl(path)):
-        where = f"{path}:{lineno}"
-        cands = _candidates(row, where)
+    for k, row, where, cands in _chid_rows(path):
         if "content" not in row:
             raise DataError(f"{where}: missing field 'content'")
         content = row["content"]
@@ -300,9 +305,7 @@ def load_chid_fewclue(path: Path, labeled: bool = True, limit: Optional[int] = N
     out: list[ChoiceExample] = []
     if limit is not None and limit <= 0:
         return out
-    for k, (lineno, row) in enumerate(read_jsonl(path)):
-        where = f"{path}:{lineno}"
-        cands = _candidates(row, where)
+    for k, row, where, cands in _chid_rows(path):
         content = row.get("content")
         if not isinstance(content, str):
             raise DataError(f"{where}: missing or non-string field 'content'")
