@@ -51,6 +51,24 @@ _ERRNO_TEXT = {
 }
 
 
+def read_utf8(path: str | Path, what: str, a_what: Optional[str] = None) -> str:
+    """The text of a UTF-8 file (a leading BOM is dropped, as Windows editors write one); a
+    one-line DataError naming the file when it is missing, a directory, not UTF-8 or
+    unreadable. ``what`` names the file in messages ("vocab file"); ``a_what`` is the phrase
+    after "expected" (default "a " + what)."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, expected {a_what or 'a ' + what}") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read {what}: {e.strerror}") from None
+
+
 def os_error_message(e: BaseException, path: str | Path) -> Optional[str]:
     """``"no space left on device: PATH"`` for the errors a user can cause and fix (disk
     full, quota, read-only file system, permissions), else None.

@@ -116,6 +116,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from zhbert.errors import DataError
+from zhbert.files import read_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -183,14 +184,7 @@ def load_cmrc(path: Path, labeled: bool = True, limit: int | None = None, *, tra
     docstring. The counts are attributes of the returned list.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: a BOM is accepted, as elsewhere
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, expected a CMRC 2018 JSON file") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    text = read_utf8(path, "CMRC 2018 JSON file")
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:

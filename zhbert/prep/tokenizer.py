@@ -40,7 +40,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokeniz
 from tokenizers.models import WordPiece
 
 from zhbert.errors import DataError
-from zhbert.files import write_text_atomic
+from zhbert.files import read_utf8, write_text_atomic
 
 PathLike = Union[str, Path]
 
@@ -111,17 +111,8 @@ def read_vocab(vocab_path: PathLike) -> list[str]:
     the special tokens, or lists a token twice.
     """
     path = Path(vocab_path)
-    try:
-        # utf-8-sig: a BOM written by a Windows editor is not part of the first token ([PAD]).
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DataError(f"{path}: vocab file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, expected a vocab.txt file") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read vocab file: {e.strerror}") from None
+    # a BOM written by a Windows editor is dropped, not made part of the first token ([PAD])
+    text = read_utf8(path, "vocab file", "a vocab.txt file")
     # Same rule as transformers' load_vocab: one token per line, only the newline stripped.
     tokens = [line.rstrip("\r\n") for line in text.split("\n")]
     if tokens and tokens[-1] == "":
