@@ -27,7 +27,6 @@ import time
 from typing import Callable, Optional
 
 from zhbert.clue.data import Example
-from zhbert.clue.metrics import accuracy
 from zhbert.clue.tasks import ClueTaskConfig
 
 
@@ -38,34 +37,6 @@ def encode(tokenizer, examples: list[Example], max_length: int) -> list[dict]:
     norm = tokenizer.normalize
     return [tokenizer.encode_pair(norm(e.text_a), None if e.text_b is None else norm(e.text_b),
                                   max_length=max_length) for e in examples]
-
-
-def collate(encoded: list[dict], labels: Optional[list[int]], pad_id: int):
-    """Pad to the longest in the batch -> dict of (B, T) long tensors (+ labels (B,))."""
-    import torch
-
-    T = max(len(e["input_ids"]) for e in encoded)
-    batch = {}
-    for key, fill in (("input_ids", pad_id), ("token_type_ids", 0), ("attention_mask", 0)):
-        batch[key] = torch.tensor([e[key] + [fill] * (T - len(e[key])) for e in encoded], dtype=torch.long)
-    if labels is not None:
-        batch["labels"] = torch.tensor(labels, dtype=torch.long)
-    return batch
-
-
-def predict(model, encoded: list[dict], batch_size: int, device, pad_id: int) -> list[int]:
-    """Argmax class ids for every encoded example, in order."""
-    import torch
-
-    model.eval()
-    out: list[int] = []
-    with torch.no_grad(), _autocast(device):
-        for i in range(0, len(encoded), batch_size):
-            batch = {k: v.to(device) for k, v in collate(encoded[i:i + batch_size], None, pad_id).items()}
-            logits = model(**batch).logits  # (B, num_labels)
-            out.extend(logits.float().argmax(-1).tolist())
-    model.train()
-    return out
 
 
 def _autocast(device):
@@ -174,14 +145,15 @@ def finetune_seed(kind, model_dir, data, tokenizer, cfg: ClueTaskConfig, seed: i
                   f"{dev} | {time.time() - t0:.0f}s", flush=True)
 
     def evaluate(step: int, epoch: float, train_loss: float) -> None:
-        scores = kind.score(data.dev, kind.predict(model, data.dev, dev_feats, cfg, dev_t, pad))
+        preds = kind.predict(model, data.dev, dev_feats, cfg, dev_t, pad)
+        scores = kind.score(data.dev, preds)
         history.append({"step": step, "epoch": round(epoch, 4), "train_loss": train_loss,
                         **{f"dev_{k}": v for k, v in scores.items()}})
         if log:
             log({**{f"dev/{k}": v for k, v in scores.items()}, "epoch": epoch}, step)
         line(step, train_loss, scores)
         if scores[metric] > best["score"]:
-            best.update(score=scores[metric], scores=scores, step=step,
+            best.update(score=scores[metric], scores=scores, step=step, predictions=preds,
                         state={k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
 
     step = 0
@@ -220,8 +192,8 @@ def finetune_seed(kind, model_dir, data, tokenizer, cfg: ClueTaskConfig, seed: i
     if save_dir is not None:  # HF layout: config.json + model.safetensors + the tokenizer files
         model.save_pretrained(save_dir)
         tokenizer.save(save_dir)
-    dev_pred = kind.predict(model, data.dev, dev_feats, cfg, dev_t, pad)
-    scores = kind.score(data.dev, dev_pred)
+    # eval mode is deterministic: the best evaluation's predictions are the restored model's
+    dev_pred, scores = best["predictions"], best["scores"]
     extra = {}
     for name, split in (data.extra or {}).items():  # labelled extra sets scored after selection (ChID test_public)
         feats = kind.features(tokenizer, split, cfg, train=False)
