@@ -602,7 +602,7 @@ def test_downloaded_model_runs_clue_eval(server, bundle, tmp_path, monkeypatch):
                "--max-seq-length", "32", "--device", "cpu", "--wandb-mode", "disabled"])
     assert rc == 0
     results = json.loads((out / "results.json").read_text())
-    acc = results["tasks"]["tnews"]["seeds"]["1"]["dev_accuracy"]
+    acc = results["tasks"]["tnews"]["seeds"]["1"]["dev"]["accuracy"]
     assert 0.0 <= acc <= 1.0
     assert len(server.requests) == 1  # downloaded once, by name
 
