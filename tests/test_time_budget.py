@@ -202,11 +202,14 @@ def runs(tmp_path_factory) -> dict:
     checkpoint)."""
     root = tmp_path_factory.mktemp("time_budget")
     data = build_data(root)
-    dirs = {"full": root / "full", "split": root / "split"}
+    dirs = {"full": root / "full", "split": root / "split", "snap": root / "snap"}
+    snap = "train.snapshot_minutes=[0.2,0.4]"  # 12 s and 24 s of training: steps 12 and 24
     jobs = [
         {"argv": _budget_run(data, dirs["full"]), "clock_start": 1000.0},
         {"argv": _budget_run(data, dirs["split"], "train.max_steps=12"), "clock_start": 5000.0},
         {"argv": _budget_run(data, dirs["split"]), "clock_start": 123456.0},
+        {"argv": _budget_run(data, dirs["snap"], snap, "train.max_steps=15"), "clock_start": 42.0},
+        {"argv": _budget_run(data, dirs["snap"], snap), "clock_start": 9.0},
     ]
     (root / "jobs.json").write_text(json.dumps(jobs))
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import test_time_budget as t; "
@@ -216,7 +219,7 @@ def runs(tmp_path_factory) -> dict:
                        timeout=900)
     assert r.returncode == 0, r.stderr[-4000:]
     results = json.loads((root / "results.json").read_text())
-    return {"dirs": dirs, "full": results[0], "half": results[1], "resumed": results[2]}
+    return {"dirs": dirs, "full": results[0], "half": results[1], "resumed": results[2], "snap": results[3:]}
 
 
 def hand_lr(step: int) -> float:
@@ -281,6 +284,32 @@ def test_resume_continues_the_elapsed_time(runs):
     assert [r["loss"] for r in recs] == pytest.approx([r["loss"] for r in full], rel=1e-5)
     assert read_meta(out / "checkpoints" / "step_30")["train_seconds"] == 30.0
     assert _scheduler_state(out / "checkpoints" / "step_30")["last_lr"][0] == pytest.approx(PEAK * MIN_RATIO)
+
+
+@pytest.mark.slow
+def test_snapshots_at_training_minutes_survive_pruning_and_resume(runs):
+    """train.snapshot_minutes=[0.2, 0.4] at 1 s per step: snapshots of steps 12 and 24, the first
+    written before a stop at step 15, the second after the resume (which must not redo the first)."""
+    first, second = runs["snap"]
+    out = runs["dirs"]["snap"]
+    assert first["rc"] == 0 and second["rc"] == 0, (first["stdout"] + second["stdout"])[-3000:]
+    assert "snapshot at 0.2 training minutes (step 12)" in first["stdout"]
+    assert "snapshot at" not in second["stdout"].split("snapshot at 0.4")[0]  # 0.2 not redone
+    assert "snapshot at 0.4 training minutes (step 24)" in second["stdout"]
+    snaps = sorted(p.name for p in (out / "snapshots").iterdir())
+    assert snaps == ["min0_2", "min0_4"]
+    # evaluated at the marks (besides eval_every=10 and the end)
+    assert [r["step"] for r in metrics(out) if "eval/mlm_loss" in r] == [10, 12, 15, 20, 24, 30]
+    # keep_last=5 pruned step_10 from checkpoints/, not the snapshots
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == \
+        ["step_12", "step_15", "step_20", "step_24", "step_30"]
+    for name, step in (("min0_2", 12), ("min0_4", 24)):
+        info = json.loads((out / "snapshots" / name / "snapshot.json").read_text())
+        assert (info["step"], info["train_s"]) == (step, float(step))
+        assert info["record"]["step"] == step and "eval/mlm_acc" in info["record"]
+        hf = out / "checkpoints" / f"step_{step}" / "hf"
+        assert (out / "snapshots" / name / "model.safetensors").read_bytes() == (hf / "model.safetensors").read_bytes()
+        assert (out / "snapshots" / name / "config.json").is_file() and (out / "snapshots" / name / "vocab.txt").is_file()
 
 
 def _rank_worker(rank: int, world: int, port: int, argv: list[str], out: str) -> None:

@@ -226,6 +226,13 @@ class TrainConfig:
     the run stops with its LR fully decayed; a resume continues the elapsed time but is not
     bit-exact (step timings differ). Formula: docs/pretraining.md, "Time budget".
     """
+    snapshot_minutes: list[float] = field(default_factory=list)
+    """Training minutes at which to keep a snapshot, e.g. [5, 10, 20] (with or without a budget):
+    at the first step boundary past each mark the run evaluates, writes a checkpoint and copies
+    its HF export to ``output_dir/snapshots/min<M>/`` with ``snapshot.json`` (step, training
+    seconds, tokens, the eval record). Snapshots are never pruned (keep_last applies to
+    checkpoints/ only): the points of an "MLM accuracy vs downstream over time" curve.
+    """
     warmup_fraction: float = 0.1
     """schedule: time only: share of max_minutes spent warming up linearly from lr x
     min_lr_ratio to lr, in [0, 1) (schedule: steps uses warmup_steps).
@@ -303,6 +310,9 @@ class TrainConfig:
         _check(where, "train.schedule", self.schedule != "time" or self.max_minutes is not None,
                "time needs train.max_minutes (the budget the schedule spans); set train.max_minutes "
                "or use train.schedule=steps")
+        _check(where, "train.snapshot_minutes", isinstance(self.snapshot_minutes, list) and all(
+            isinstance(m, (int, float)) and not isinstance(m, bool) and m > 0 for m in self.snapshot_minutes),
+            f"must be a list of minutes > 0, e.g. [5, 10], got {self.snapshot_minutes!r}")
         _check(where, "train.warmup_fraction", 0 <= self.warmup_fraction < 1,
                f"must be in [0, 1), got {self.warmup_fraction}")
         _choice(where, "train.decay", self.decay, ["linear", "cosine", "constant"])

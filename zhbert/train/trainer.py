@@ -26,6 +26,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -249,6 +250,8 @@ def train(cfg: PretrainConfig, clock: Optional[Callable[[], float]] = None) -> d
         timer = TrainingClock(clock, elapsed=state.train_seconds)
         sched = engine.lr_scheduler if isinstance(engine.lr_scheduler, TimeBudgetLR) else None
         at_budget = budget_s is not None and state.train_seconds >= budget_s
+        # snapshot marks still ahead (a resume skips the ones its checkpoint has passed)
+        marks = sorted(m * 60.0 for m in t.snapshot_minutes if m * 60.0 > state.train_seconds)
         logger = RunLogger(cfg, run.out, state.step, rank, run_info={
             "model_config": run.model_config.to_dict(), "world_size": dist_.world,
             "global_batch_size": t.micro_batch_size * t.gradient_accumulation_steps * dist_.world,
@@ -267,12 +270,14 @@ def train(cfg: PretrainConfig, clock: Optional[Callable[[], float]] = None) -> d
                     else timer.elapsed()
                 at_budget = budget_s is not None and state.train_seconds >= budget_s
                 last = state.step == t.max_steps or at_budget
+                snap = [m for m in marks if state.train_seconds >= m]
+                marks = marks[len(snap):]
                 if sched is not None:
                     sched.set_elapsed(state.train_seconds)  # the next step's lr
                 window.add(result.totals)
                 rec = step_record(state, result, run, engine)
                 rec["train_s"] = state.train_seconds
-                do_eval = run.eval_batches is not None and (state.step % t.eval_every == 0 or last)
+                do_eval = run.eval_batches is not None and (state.step % t.eval_every == 0 or last or bool(snap))
                 if state.step % t.log_every == 0 or state.step == 1 or last or do_eval or rec.get("nonfinite"):
                     rec.update(window.record(), epoch=state.position.epoch, samples=state.samples_seen,
                                tokens=state.tokens_seen)
@@ -283,9 +288,14 @@ def train(cfg: PretrainConfig, clock: Optional[Callable[[], float]] = None) -> d
                     state.last_record = rec
                 logger.advance(1, {"loss": f"{rec['loss']:.3f}", "lr": f"{result.lr:.2e}"})
                 guard.check(rec, state, rank)  # TrainingDiverged stops the run
-                if state.step % t.checkpoint_every == 0 or last:
+                if state.step % t.checkpoint_every == 0 or last or snap:
                     with timer.paused():
                         save(run, engine, state, nonfinite_steps=guard.total)
+                        for m in snap:
+                            if rank == 0:
+                                snapshot(run.out, state, m, rec)
+                        if snap:
+                            barrier()
         finally:
             logger.close()
         if at_budget and rank == 0:
@@ -410,6 +420,22 @@ class NonFiniteGuard:
         if rank == 0:
             warnings.warn(f"step {state.step}: non-finite loss or gradient norm; step dropped "
                           f"({self.run} in a row, train.on_nonfinite=skip)", stacklevel=2)
+
+
+def snapshot(out: Path, state: TrainState, mark_s: float, rec: dict[str, Any]) -> Path:
+    """Copy the HF export of the checkpoint just written to ``snapshots/min<M>/`` (rank 0)."""
+    name = f"min{mark_s / 60:g}".replace(".", "_")
+    dst = out / "snapshots" / name
+    tmp = dst.with_name(name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(checkpoint.checkpoints_dir(out) / f"step_{state.step}" / checkpoint.HF_DIR, tmp)
+    info = {"minutes": mark_s / 60, "step": state.step, "train_s": state.train_seconds,
+            "tokens": state.tokens_seen, "samples": state.samples_seen, "record": rec}
+    (tmp / "snapshot.json").write_text(json.dumps(info, indent=2) + "\n")
+    shutil.rmtree(dst, ignore_errors=True)
+    os.replace(tmp, dst)
+    print(f"[zhbert] snapshot at {mark_s / 60:g} training minutes (step {state.step}): {dst}", flush=True)
+    return dst
 
 
 def save(run: Run, engine, state: TrainState, nonfinite_steps: int) -> None:
