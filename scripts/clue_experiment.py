@@ -1,19 +1,27 @@
 #!/usr/bin/env python
-"""Does our pretraining help downstream? Tiny BERT pretrained vs random init on TNEWS + OCNLI.
+"""Does zhbert's pretraining help? The recipe for a CPU time budget vs the same model from random init.
 
-    python scripts/clue_experiment.py --budget-minutes 10 --output runs/clue_experiment
+    python scripts/clue_experiment.py --budget-minutes 30 --output runs/clue_experiment
 
-1. Corpus: corpora/sample plus the *train* text of TNEWS (titles, 8 per pseudo-document) and
-   OCNLI (each premise followed by its hypotheses), from ../shared/data/clue. Dev text is
-   never used for pretraining.
-2. ``zhbert prepare`` with the bert-base-chinese vocab, then ``scripts/pretrain.py`` with
-   configs/pretrain/tiny.yaml for a fixed CPU budget: a 30-step calibration run measures the
-   step time, the real run gets ``max_steps`` to fill the rest of the budget (so the LR
-   schedule completes), and a watchdog stops it at the budget in any case (the newest complete
-   checkpoint is used).
-3. The same architecture from random init (seed 42), saved with ``save_pretrained``.
-4. ``zhbert eval clue`` for both on TNEWS and OCNLI with an identical fine-tuning budget
-   (--max-train-samples, --epochs, --max-eval-samples); prints and writes comparison.md.
+1. **Corpus** (``scripts/experiment_corpus.py``): corpora/sample, ../shared/data/pretrain_corpus
+   and the unlabeled *train* text of TNEWS, OCNLI, C3 and CMRC2018 (trial); lines holding a
+   dev/test sentence are dropped and the written corpus is checked again (``corpus_stats.json``).
+   A character vocab fitted to it (``zhbert vocab build --size 8000``), then ``zhbert prepare``
+   with the recipe's data settings. Preparation is timed separately from the budget.
+2. **Pretraining**: ``scripts/pretrain.py --config configs/pretrain/cpu_30min.yaml`` with
+   ``train.max_minutes`` = the budget (``train.schedule: time``: the LR is fully decayed at the
+   budget) and ``train.snapshot_minutes`` (HF snapshots + held-out MLM at e.g. 5, 10, 20 min).
+3. **Evaluation** (``zhbert eval clue --random-twin``): the final model and its random-init twin
+   (same architecture and vocab, seed 42) under one protocol: size-aware defaults (tiny: lr 3e-4,
+   batch 32), ``--epochs``, the first ``--train-rows`` train rows, every dev row, ``--seeds``.
+   CMRC2018 (trained on the trial set, the first ``--cmrc-dev`` dev questions, 1 seed) for EM/F1.
+   Each snapshot is fine-tuned on OCNLI with seed 1: the MLM-accuracy-vs-downstream curve.
+4. **comparison.json / comparison.md / curve.png**: per task the mean ± std over seeds of both
+   arms, the delta, and a 95% bootstrap interval of the delta over dev examples (examples
+   resampled with replacement, the same resample for both arms and every seed; the statistic is
+   the mean-over-seeds accuracy difference), against the issue's goal (OCNLI +3.0, TNEWS +1.5).
+
+Every stage leaves its output in ``--output`` and is skipped when rerun (resume).
 """
 
 from __future__ import annotations
@@ -21,152 +29,238 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(REPO / "scripts"))
+import experiment_corpus  # noqa: E402
+
+SHARED = experiment_corpus.SHARED
+GOAL = {"ocnli": 3.0, "tnews": 1.5}  # points, mean over seeds (issue 14)
 
 
-def write_clue_corpus(clue_dir: Path, out: Path) -> dict:
-    """BERT format (one sentence per line, blank line between documents) from train files."""
-    docs: list[list[str]] = []
-    titles = [json.loads(x)["sentence"] for x in (clue_dir / "tnews_public" / "train.json").open(encoding="utf-8")]
-    docs += [titles[i:i + 8] for i in range(0, len(titles), 8)]
-    by_premise: dict[str, list[str]] = {}
-    for x in (clue_dir / "ocnli_public" / "train.50k.json").open(encoding="utf-8"):
-        r = json.loads(x)
-        by_premise.setdefault(r["sentence1"], []).append(r["sentence2"])
-    docs += [[p, *hs] for p, hs in by_premise.items()]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n\n".join("\n".join(d) for d in docs) + "\n", encoding="utf-8")
-    return {"tnews_titles": len(titles), "ocnli_premises": len(by_premise), "documents": len(docs)}
-
-
-def run(cmd: list[str], timeout: float | None = None, **kw) -> float:
+def sh(cmd: list, log: Path) -> float:
     t0 = time.time()
     print("+", " ".join(map(str, cmd)), flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), "DS_ACCELERATOR": "cpu",
-           "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.Popen([str(c) for c in cmd], cwd=REPO, env=env, **kw)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        print(f"budget reached after {time.time() - t0:.0f}s: stopping {cmd[1]}", flush=True)
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    else:
-        if proc.returncode != 0:
-            sys.exit(f"command failed ({proc.returncode}): {' '.join(map(str, cmd))}")
+           "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
+    with log.open("a") as f:
+        rc = subprocess.call([str(c) for c in cmd], cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT)
+    if rc:
+        raise SystemExit(f"command failed ({rc}), see {log}: {' '.join(map(str, cmd))}")
     return time.time() - t0
 
 
-def pretrain_overrides(data: Path, vocab: Path, corpus: list[Path], out: Path, steps: int) -> list[str]:
-    return [f"data.dir={data}", f"data.vocab={vocab}", f"data.input=[{','.join(map(str, corpus))}]",
-            f"train.output_dir={out}", f"train.max_steps={steps}", f"train.warmup_steps={max(1, steps // 10)}",
-            f"train.checkpoint_every={max(10, steps // 4)}", "train.keep_last=2", "train.log_every=10",
-            f"train.eval_every={max(10, steps // 2)}", "train.eval_batches=5", "wandb.mode=disabled",
-            "train.resume=never"]
+def results_of(out: Path) -> dict[str, dict]:
+    """label -> results.json of an ``zhbert eval clue`` output dir (one or several models)."""
+    found = {}
+    for p in sorted(out.rglob("results.json")):
+        r = json.loads(p.read_text())
+        if "tasks" in r:
+            found[r["label"]] = {**r, "_dir": str(p.parent)}
+    return found
+
+
+def _gold(task: str, clue: Path) -> list:
+    f = {"ocnli": clue / "ocnli_public" / "dev.json", "tnews": clue / "tnews_public" / "dev.json"}[task]
+    return [json.loads(x).get("label") for x in f.open(encoding="utf-8") if x.strip()]
+
+
+def correctness(res: dict, task: str, gold: list) -> dict[str, np.ndarray]:
+    """seed -> bool[dev rows with a gold label]: the selected point's dev predictions vs the gold
+    labels, checked against the accuracy the run reported."""
+    t = res["tasks"][task]
+    out = {}
+    for seed in t["seeds"]:
+        d = Path(res["_dir"]) / task / t["selected"] / f"seed{seed}"
+        pred = [json.loads(x)["label"] for x in (d / "dev_predictions.jsonl").open()]
+        keep = [i for i, g in enumerate(gold) if g not in (None, "-")]
+        c = np.array([str(pred[i]) == str(gold[i]) for i in keep])
+        reported = json.loads((d / "result.json").read_text())["dev"]["accuracy"]
+        if abs(c.mean() - reported) > 1e-9:
+            raise SystemExit(f"{d}: recomputed accuracy {c.mean():.6f} != reported {reported:.6f}")
+        out[str(seed)] = c
+    return out
+
+
+def bootstrap_delta(a: dict[str, np.ndarray], b: dict[str, np.ndarray], n: int, seed: int = 0) -> dict:
+    """95% interval of mean_seeds(acc_a) - mean_seeds(acc_b) over dev resamples (same rows for all)."""
+    A, B = np.stack(list(a.values())).astype(float), np.stack(list(b.values())).astype(float)  # [S, N]
+    rng = np.random.default_rng(seed)
+    rows = A.shape[1]
+    diff = A.mean(0) - B.mean(0)  # [N] per-example difference of mean-over-seeds correctness
+    stats = np.array([diff[rng.integers(0, rows, rows)].mean() for _ in range(n)])
+    lo, hi = np.percentile(stats, [2.5, 97.5])
+    return {"delta": round(100 * diff.mean(), 2), "ci95": [round(100 * lo, 2), round(100 * hi, 2)],
+            "resamples": n, "p_delta_le_0": round(float((stats <= 0).mean()), 4)}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--output", default="runs/clue_experiment")
-    ap.add_argument("--budget-minutes", type=float, default=10.0, help="pretraining CPU wall-clock budget")
+    ap.add_argument("--budget-minutes", type=float, default=30.0, help="pretraining training-time budget")
+    ap.add_argument("--config", default="configs/pretrain/cpu_30min.yaml")
+    ap.add_argument("--snapshots", default="5,10,20", help="training minutes of the curve's snapshots ('' = none)")
+    ap.add_argument("--seeds", default="1,2,3")
+    ap.add_argument("--tasks", default="ocnli,tnews")
+    ap.add_argument("--train-rows", type=int, default=4000, help="first N train rows of each task (a fixed subset)")
+    ap.add_argument("--epochs", default="2")
+    ap.add_argument("--cmrc-dev", type=int, default=500, help="CMRC2018 dev questions (0 = skip CMRC2018)")
+    ap.add_argument("--vocab-size", type=int, default=8000)
+    ap.add_argument("--bootstrap", type=int, default=2000)
     ap.add_argument("--clue-dir", default=str(SHARED / "clue"))
-    ap.add_argument("--vocab", default=str(SHARED / "bert_base_chinese" / "vocab.txt"))
-    ap.add_argument("--pretrain-steps", type=int, default=None,
-                    help="fixed pretraining steps (skips the calibration run; the budget still stops it)")
-    ap.add_argument("--tasks", default="tnews,ocnli")
-    ap.add_argument("--seeds", default="1,2")
-    ap.add_argument("--max-train-samples", type=int, default=3000)
-    ap.add_argument("--max-eval-samples", type=int, default=1000)
-    ap.add_argument("--epochs", type=float, default=2)
-    ap.add_argument("--lr", type=float, default=1e-4, help="fine-tuning lr (tiny models want more than 2e-5)")
-    ap.add_argument("--max-seq-length", type=int, default=64)
-    ap.add_argument("--eval-every", type=int, default=50)
     args = ap.parse_args()
 
     out = (REPO / args.output).resolve()
-    clue_dir, vocab = Path(args.clue_dir), Path(args.vocab)
-    for p in (clue_dir / "tnews_public" / "train.json", clue_dir / "ocnli_public" / "train.50k.json", vocab):
-        if not p.is_file():
-            sys.exit(f"missing {p}")
-    t_start = time.time()
-    corpus = [REPO / "corpora" / "sample" / "sample_bert.txt", out / "corpus" / "clue_train_text.txt"]
-    stats = write_clue_corpus(clue_dir, corpus[1])
-    data = out / "data"
-    if not (data / "zhbert_prepare.json").is_file():
-        t_prep = run([sys.executable, "-m", "zhbert.cli", "prepare", "--config", "configs/pretrain/tiny.yaml",
-                      "--input", *corpus, "--output", data, "--vocab", vocab, "--max-seq-length", "128",
-                      "--overwrite"])
-    else:
-        t_prep = 0.0
-    budget = 60 * args.budget_minutes
-    if args.pretrain_steps:
-        t_cal, left, steps = 0.0, budget, args.pretrain_steps
-    else:  # calibration: 30 steps, read samples/s from metrics.jsonl
-        calib = out / "calib"
-        shutil.rmtree(calib, ignore_errors=True)
-        t_cal = run([sys.executable, "scripts/pretrain.py", "--config", "configs/pretrain/tiny.yaml",
-                     *pretrain_overrides(data, vocab, corpus, calib, 30)], timeout=budget)
-        recs = [json.loads(x) for x in (calib / "metrics.jsonl").open() if '"samples_per_s"' in x]
-        sps = recs[-1]["samples_per_s"]
-        left = max(60.0, budget - t_cal - 45)  # 45 s for start-up and the final save
-        steps = max(50, int(left * sps / 16))  # micro_batch_size 16 in tiny.yaml
-        print(f"calibration: {sps:.1f} samples/s -> max_steps={steps} for {left:.0f}s", flush=True)
-    pre = out / "pretrain"
-    shutil.rmtree(pre, ignore_errors=True)
-    t_pre = run([sys.executable, "scripts/pretrain.py", "--config", "configs/pretrain/tiny.yaml",
-                 *pretrain_overrides(data, vocab, corpus, pre, steps)], timeout=left + 60)
+    out.mkdir(parents=True, exist_ok=True)
+    log, clue = out / "experiment.log", Path(args.clue_dir)
+    times = json.loads((out / "times.json").read_text()) if (out / "times.json").is_file() else {}
 
-    from zhbert.hub import resolve_model_dir
+    def stage(name: str, fn) -> None:
+        if name in times:
+            return
+        t0 = time.time()
+        fn()
+        times[name] = round(time.time() - t0, 1)
+        (out / "times.json").write_text(json.dumps(times, indent=2) + "\n")
+        print(f"[experiment] {name}: {times[name]:.0f} s", flush=True)
 
-    pretrained = resolve_model_dir(str(pre))
-    import torch
-
-    from zhbert.model.modeling import BertConfig, BertForPreTraining
-
-    rand = out / "random_init"
-    torch.manual_seed(42)
-    BertForPreTraining(BertConfig.from_pretrained(pretrained)).save_pretrained(rand)
-    shutil.copy(pretrained / "vocab.txt", rand / "vocab.txt")
-
-    rows = {}
-    for name, model in (("pretrained", pretrained), ("random_init", rand)):
-        res_dir = out / f"clue_{name}"
-        run([sys.executable, "-m", "zhbert.cli", "eval", "clue", "--model", model, "--tasks", args.tasks,
-             "--data-dir", clue_dir, "--output", res_dir, "--seeds", args.seeds, "--epochs", str(args.epochs),
-             "--lr", str(args.lr), "--batch-size", "32", "--max-seq-length", str(args.max_seq_length),
-             "--max-train-samples", str(args.max_train_samples), "--max-eval-samples", str(args.max_eval_samples),
-             "--eval-every", str(args.eval_every), "--device", "cpu", "--wandb-mode", "disabled"], stdout=subprocess.DEVNULL)
-        rows[name] = json.loads((res_dir / "results.json").read_text())
-    metrics = [json.loads(x) for x in (pre / "metrics.jsonl").open()]
-    last = metrics[-1]
-    tasks = list(rows["pretrained"]["tasks"])
-    lines = ["| model | " + " | ".join(t.upper() for t in tasks) + " | Avg |", "|---" * (len(tasks) + 2) + "|"]
-    for name, r in rows.items():
-        cells = [f"{100 * r['tasks'][t]['max']:.2f} ({100 * r['tasks'][t]['mean']:.2f})" for t in tasks]
-        avg = r["clue_average"]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {100 * avg['max']:.2f} ({100 * avg['mean']:.2f}) |")
-    summary = {
-        "corpus": stats, "prepare_s": round(t_prep, 1), "pretrain_s": round(t_cal + t_pre, 1),
-        "pretrain_steps": last.get("step"), "pretrain_checkpoint": str(pretrained),
-        "final_pretrain_record": last, "finetune": vars(args), "total_s": round(time.time() - t_start, 1),
-        "results": {n: {t: r["tasks"][t] for t in tasks} for n, r in rows.items()},
-    }
-    (out / "comparison.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
-    (out / "comparison.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
-    print(json.dumps({k: summary[k] for k in ("pretrain_steps", "pretrain_s", "total_s")}))
+    corpus, vocab, data, run = out / "corpus" / "files", out / "corpus" / "vocab.txt", out / "data", out / "pretrain"
+    stage("corpus", lambda: experiment_corpus.build(corpus, clue))
+    stage("vocab", lambda: sh([sys.executable, "-m", "zhbert.cli", "vocab", "build", "--input", corpus,
+                               "--output", vocab, "--size", args.vocab_size], log))
+    stage("prepare", lambda: sh([sys.executable, "-m", "zhbert.cli", "prepare", "--config", args.config,
+                                 "--input", corpus, "--output", data, "--vocab", vocab, "--overwrite"], log))
+    snaps = [float(m) for m in args.snapshots.split(",") if m.strip()]
+    stage("pretrain", lambda: sh([sys.executable, "scripts/pretrain.py", "--config", args.config,
+                                  f"data.dir={data}", f"data.vocab={vocab}", f"data.input=[{corpus}]",
+                                  f"train.output_dir={run}", f"train.max_minutes={args.budget_minutes}",
+                                  f"train.snapshot_minutes=[{','.join(map(str, snaps))}]", "wandb.mode=disabled"],
+                                 log))
+    common = ["--data-dir", clue, "--device", "cpu", "--wandb-mode", "disabled"]
+    cls = out / "clue"
+    stage("eval_cls", lambda: sh([sys.executable, "-m", "zhbert.cli", "eval", "clue", "--model", run, "--random-twin",
+                                  "--tasks", args.tasks, "--seeds", args.seeds, "--epochs", args.epochs,
+                                  "--max-train-samples", args.train_rows, "--output", cls, *common], log))
+    curve_dir = out / "curve"
+    for m in snaps:
+        snap = run / "snapshots" / f"min{m:g}".replace(".", "_")
+        stage(f"eval_snapshot_{m:g}", lambda snap=snap, m=m: sh(
+            [sys.executable, "-m", "zhbert.cli", "eval", "clue", "--model", snap, "--tasks", "ocnli", "--seeds", "1",
+             "--epochs", args.epochs, "--max-train-samples", args.train_rows,
+             "--output", curve_dir / f"min{m:g}", *common], log))
+    if args.cmrc_dev:
+        stage("eval_cmrc2018", lambda: sh(
+            [sys.executable, "-m", "zhbert.cli", "eval", "clue", "--model", run, "--random-twin", "--tasks", "cmrc2018",
+             "--seeds", "1", "--epochs", "1", "--max-seq-length", "256", "--max-eval-samples", args.cmrc_dev,
+             "--output", out / "clue_cmrc2018", *common], log))
+    report(out, args, times, snaps)
     return 0
+
+
+def report(out: Path, args, times: dict, snaps: list[float]) -> None:
+    clue = Path(args.clue_dir)
+    res = results_of(out / "clue")
+    rand_label = next(k for k in res if k.startswith("random-init"))
+    pre_label = next(k for k in res if k != rand_label)
+    pre, rnd = res[pre_label], res[rand_label]
+    tasks = {}
+    for task in args.tasks.split(","):
+        gold = _gold(task, clue)
+        a, b = correctness(pre, task, gold), correctness(rnd, task, gold)
+        tp, tr = pre["tasks"][task], rnd["tasks"][task]
+        tasks[task] = {
+            "pretrained": {"mean": round(100 * tp["mean"], 2), "std": round(100 * tp["std"], 2),
+                           "seeds": {s: round(100 * float(c.mean()), 2) for s, c in a.items()}},
+            "random_init": {"mean": round(100 * tr["mean"], 2), "std": round(100 * tr["std"], 2),
+                            "seeds": {s: round(100 * float(c.mean()), 2) for s, c in b.items()}},
+            "majority": round(100 * tp["majority_rate"], 2) if tp.get("majority_rate") is not None else None,
+            "dev_rows": int(len(next(iter(a.values())))), "train_rows": tp["train_size"],
+            "bootstrap": bootstrap_delta(a, b, args.bootstrap),
+            "goal": GOAL.get(task)}
+        tasks[task]["delta"] = round(tasks[task]["pretrained"]["mean"] - tasks[task]["random_init"]["mean"], 2)
+        tasks[task]["goal_met"] = tasks[task]["delta"] >= GOAL[task] if task in GOAL else None
+    cmrc = {}
+    if (out / "clue_cmrc2018").is_dir():
+        for label, r in results_of(out / "clue_cmrc2018").items():
+            t = r["tasks"]["cmrc2018"]
+            cmrc["random_init" if label.startswith("random-init") else "pretrained"] = {
+                k: round(100 * v["mean"], 2) for k, v in t["metrics"].items()} if "metrics" in t else t
+    meta = json.loads((out / "pretrain" / "metrics.jsonl").read_text().splitlines()[-1])
+    curve = []
+    for m in snaps:
+        info = json.loads((out / "pretrain" / "snapshots" / f"min{m:g}".replace(".", "_") / "snapshot.json").read_text())
+        r = next(iter(results_of(out / "curve" / f"min{m:g}").values()))
+        curve.append({"minutes": m, "step": info["step"], "tokens": info["tokens"],
+                      "heldout_mlm_acc": info["record"].get("eval/mlm_acc"),
+                      "heldout_mlm_loss": info["record"].get("eval/mlm_loss"),
+                      "ocnli_seed1": round(100 * r["tasks"]["ocnli"]["mean"], 2)})
+    curve.append({"minutes": args.budget_minutes, "step": meta["step"], "tokens": meta["tokens"],
+                  "heldout_mlm_acc": meta.get("eval/mlm_acc"), "heldout_mlm_loss": meta.get("eval/mlm_loss"),
+                  "ocnli_seed1": tasks["ocnli"]["pretrained"]["seeds"].get("1") if "ocnli" in tasks else None})
+    summary = {"budget_minutes": args.budget_minutes, "config": args.config, "seeds": args.seeds,
+               "train_rows": args.train_rows, "epochs": args.epochs, "stage_seconds": times,
+               "corpus": json.loads((out / "corpus" / "corpus_stats.json").read_text())
+               if (out / "corpus" / "corpus_stats.json").is_file() else None,
+               "pretraining": {"steps": meta["step"], "tokens": meta["tokens"], "train_s": meta["train_s"],
+                               "tokens_per_s": round(meta["tokens"] / meta["train_s"], 1),
+                               "heldout_mlm_loss": meta.get("eval/mlm_loss"), "heldout_mlm_acc": meta.get("eval/mlm_acc")},
+               "tasks": tasks, "cmrc2018": cmrc, "random_init_ocnli_seed1":
+                   tasks["ocnli"]["random_init"]["seeds"].get("1") if "ocnli" in tasks else None,
+               "curve": curve}
+    (out / "comparison.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    lines = [f"Pretraining: {args.budget_minutes:g} training minutes, {meta['step']} steps, {meta['tokens']:,} tokens "
+             f"({summary['pretraining']['tokens_per_s']:.0f} tokens/s), held-out MLM acc "
+             f"{100 * meta.get('eval/mlm_acc', 0):.2f}%. Fine-tuning: first {args.train_rows} train rows, full dev, "
+             f"seeds {args.seeds}, {args.epochs} epochs, size-aware defaults (tiny: lr 3e-4, batch 32).", "",
+             "| task | pretrained | random init | majority | delta | 95% bootstrap CI | goal |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for task, t in tasks.items():
+        bs = t["bootstrap"]
+        goal = "" if t["goal"] is None else (f"+{t['goal']:.1f}: " + ("met" if t["goal_met"] else "not met"))
+        lines.append(f"| {task.upper()} | {t['pretrained']['mean']:.2f} ± {t['pretrained']['std']:.2f} | "
+                     f"{t['random_init']['mean']:.2f} ± {t['random_init']['std']:.2f} | {t['majority']} | "
+                     f"{t['delta']:+.2f} | [{bs['ci95'][0]:+.2f}, {bs['ci95'][1]:+.2f}] | {goal} |")
+    for arm, v in cmrc.items():
+        lines.append(f"| CMRC2018 ({arm}) | " + ", ".join(f"{k} {x}" for k, x in v.items()) + " | | | | | |")
+    lines += ["", "| training minutes | step | tokens | held-out MLM acc % | OCNLI dev % (seed 1) |", "|---:|---:|---:|---:|---:|",
+              f"| 0 (random init) | 0 | 0 | – | {summary['random_init_ocnli_seed1']} |"]
+    lines += [f"| {c['minutes']:g} | {c['step']} | {c['tokens']:,} | {100 * (c['heldout_mlm_acc'] or 0):.2f} | "
+              f"{c['ocnli_seed1']} |" for c in curve]
+    (out / "comparison.md").write_text("\n".join(lines) + "\n")
+    plot_curve(out / "curve.png", curve, summary["random_init_ocnli_seed1"])
+    print("\n".join(lines))
+
+
+def plot_curve(path: Path, curve: list[dict], random_ocnli) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    mins = [c["minutes"] for c in curve]
+    ax1.plot(mins, [100 * (c["heldout_mlm_acc"] or 0) for c in curve], "o-", label="held-out MLM acc")
+    ax1.plot(mins, [c["ocnli_seed1"] for c in curve], "s-", label="OCNLI dev (seed 1)")
+    if random_ocnli is not None:
+        ax1.axhline(random_ocnli, color="gray", ls="--", label="OCNLI, random init")
+    ax1.set_xlabel("training minutes")
+    ax1.set_ylabel("%")
+    ax1.legend()
+    ax2.plot([100 * (c["heldout_mlm_acc"] or 0) for c in curve], [c["ocnli_seed1"] for c in curve], "o-")
+    for c in curve:
+        ax2.annotate(f"{c['minutes']:g} min", (100 * (c["heldout_mlm_acc"] or 0), c["ocnli_seed1"]))
+    if random_ocnli is not None:
+        ax2.axhline(random_ocnli, color="gray", ls="--")
+    ax2.set_xlabel("held-out MLM accuracy %")
+    ax2.set_ylabel("OCNLI dev % (seed 1)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 if __name__ == "__main__":
