@@ -1,8 +1,12 @@
 """`zhbert prepare` throughput against raw `jieba.lcut` over the same sentences, same run.
 
-    python benchmarks/prep_throughput.py                      # shared pretrain corpus, 1 and 2 workers
-    python benchmarks/prep_throughput.py --workers 4 --max-docs 2000
+    python benchmarks/prep_throughput.py                      # shared pretrain corpus, 1 and 2 workers, each engine
+    python benchmarks/prep_throughput.py --workers 4 --max-docs 2000 --engines rjieba
     python benchmarks/prep_throughput.py --breakdown --max-docs 3000   # CPU per step, one process
+    python benchmarks/prep_throughput.py --breakdown --profile --engines rjieba --max-docs 3000  # + cProfile top 25
+
+One row per (engine, workers): `data.segmenter` fastcut (jieba's exact words) and rjieba
+(jieba-rs), against the same raw-jieba reference of that worker count.
 
 Both sides are timed end to end, each in a fresh process, start-up and dictionary loading
 included, in wall time and in CPU time (all processes; the fair per-worker figure on a
@@ -13,7 +17,7 @@ finalise). The corpus is read once up front (same normalisation as prepare) so b
 same sentences; reading is part of prepare's time, not of jieba's. prepare gets shards of
 equal size in characters (8 per worker), the two sides alternate for `--rounds` rounds and
 the best time of each is kept. Target: prepare >= 0.9x raw jieba per worker and near-linear
-in workers.
+in workers; with the fast engine >= 3x raw jieba per core and >= 1.8x from 1 to 2 workers.
 """
 
 from __future__ import annotations
@@ -72,20 +76,21 @@ def raw_jieba(texts: list[str], workers: int) -> tuple[float, float]:
     return time.perf_counter() - t0, _cpu() - c0
 
 
-def run_prepare(corpus: Path, vocab: str, workers: int, shard_chars: int, out: Path) -> tuple[float, float, dict]:
+def run_prepare(corpus: Path, vocab: str, workers: int, shard_chars: int, out: Path,
+                engine: str = "fastcut") -> tuple[float, float, dict]:
     from zhbert.config import DataConfig
     from zhbert.prep.prepare import prepare
 
     cfg = DataConfig(input=[str(corpus)], dir=str(out), vocab=vocab, workers=workers,
-                     shard_documents=10**9, shard_chars=shard_chars, overwrite=True)
+                     shard_documents=10**9, shard_chars=shard_chars, overwrite=True, segmenter=engine)
     c0, t0 = _cpu(), time.perf_counter()
     stats = prepare(cfg)
     return time.perf_counter() - t0, _cpu() - c0, stats
 
 
-def _measure(kind: str, corpus: Path, vocab: str, workers: int, shard_chars: int, out: Path):
+def _measure(kind: str, corpus: Path, vocab: str, workers: int, shard_chars: int, out: Path, engine: str = "fastcut"):
     cmd = [sys.executable, __file__, "--measure", kind, "--input", str(corpus), "--vocab", vocab,
-           "--workers", str(workers), "--shard-chars", str(shard_chars), "--out", str(out)]
+           "--workers", str(workers), "--shard-chars", str(shard_chars), "--out", str(out), "--engines", engine]
     res = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -97,7 +102,8 @@ def _measure_child(args) -> int:
         texts = [line for line in corpus.read_text(encoding="utf-8").split("\n") if line]
         print(json.dumps(raw_jieba(texts, args.workers)))
     else:
-        wall, cpu, stats = run_prepare(corpus, args.vocab, args.workers, args.shard_chars, Path(args.out))
+        wall, cpu, stats = run_prepare(corpus, args.vocab, args.workers, args.shard_chars, Path(args.out),
+                                       args.engines.split(",")[0])
         print(json.dumps([wall, cpu, stats["instances"]]))
     return 0
 
@@ -105,24 +111,26 @@ def _measure_child(args) -> int:
 _STARTUP = {
     "jieba": "import jieba, logging; jieba.setLogLevel(logging.WARNING); jieba.initialize()",
     "prepare worker": ("from zhbert.prep.prepare import _components; t, s = _components({'vocab': %r, 'jieba_hmm': True, "
-                       "'jieba_user_dict': None, 'entity_mode': 'dict'}); t.fast_path().code_ids"),
+                       "'jieba_user_dict': None, 'entity_mode': 'dict', 'segmenter': %r}); t.fast_path().code_ids"),
 }
 
 
-def breakdown(docs: list[list[str]], vocab: str, rounds: int = 2) -> None:
+def breakdown(docs: list[list[str]], vocab: str, rounds: int = 2, engine: str = "fastcut",
+              profile: bool = False) -> None:
     """Where prepare's CPU goes, one process, ``time.process_time``; best of `rounds`."""
     import random
 
     import jieba
 
     from zhbert.prep.instances import create_instances
+    from zhbert.prep.format import storage_columns
     from zhbert.prep.prepare import _SEGMENT_BATCH, _gc_paused, _write_arrow
     from zhbert.prep.segment import Segmenter, segment_sentences, segment_sentences_reference
     from zhbert.prep.tokenizer import ChineseTokenizer
 
     texts = [s for d in docs for s in d]
     for name, code in _STARTUP.items():
-        code = code % vocab if "%r" in code else code
+        code = code % (vocab, engine) if "%r" in code else code
         c0 = _cpu()
         subprocess.run([sys.executable, "-c", code], check=True)
         print(f"start-up {name:<26} {_cpu() - c0:6.2f} s CPU (fresh process, imports included)")
@@ -133,13 +141,13 @@ def breakdown(docs: list[list[str]], vocab: str, rounds: int = 2) -> None:
     aligned: list = []
 
     def segment(fn):
-        seg = Segmenter()  # fresh caches each round
+        seg = Segmenter(engine=engine)  # fresh caches each round
         aligned[:] = [a for b in batches for a in fn(b, tok, seg)]
 
-    def cut_words():
-        seg = Segmenter()
+    def cut():
+        seg = Segmenter(engine=engine)
         for b in batches:
-            seg.cut_words("\n".join(b))
+            seg.cut_codes("\n".join(b))
 
     def pairs():
         k, ds = 0, []
@@ -149,13 +157,14 @@ def breakdown(docs: list[list[str]], vocab: str, rounds: int = 2) -> None:
         aligned_docs[:] = create_instances([d for d in ds if d], 512, 0.1, "nsp", random.Random(0), tok.cls_id, tok.sep_id)
 
     aligned_docs: list = []
+    columns = storage_columns(tok.vocab_size, 512)
     steps = [
         ("jieba.lcut per sentence", lambda: [jieba.lcut(t) for t in texts]),
-        ("Segmenter.cut_words (joined)", cut_words),
+        (f"Segmenter.cut_codes ({engine}, joined)", cut),
         ("segment_sentences (reference)", lambda: segment(segment_sentences_reference)),
         ("segment_sentences", lambda: segment(segment_sentences)),
         ("create_instances (nsp)", pairs),
-        ("Arrow file", lambda: _write_arrow(Path(tempfile.mkdtemp()) / "x.arrow", aligned_docs)),
+        ("Arrow file", lambda: _write_arrow(Path(tempfile.mkdtemp()) / "x.arrow", aligned_docs, columns)),
     ]
     chars = sum(map(len, texts))
     base = None
@@ -170,6 +179,19 @@ def breakdown(docs: list[list[str]], vocab: str, rounds: int = 2) -> None:
             best = min(best, time.process_time() - c0)
         base = base or best
         print(f"{name:<35} {best:6.2f} s CPU  {chars / best / 1e3:7.0f}K chars/s  {best / base:5.2f}x jieba")
+    if profile:
+        import cProfile
+        import pstats
+
+        # What a worker does after the cut: the whole shard path (segment + align, pairs, Arrow)
+        prof = cProfile.Profile()
+        with _gc_paused():
+            prof.enable()
+            segment(segment_sentences)
+            pairs()
+            _write_arrow(Path(tempfile.mkdtemp()) / "x.arrow", aligned_docs, columns)
+            prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
 
 
 def main(argv=None) -> int:
@@ -183,6 +205,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=2, help="measurements per side; the best is kept")
     ap.add_argument("--breakdown", action="store_true",
                     help="instead: CPU time of each step in one process (jieba vs segment, pairs, Arrow)")
+    ap.add_argument("--engines", default="fastcut,rjieba",
+                    help="data.segmenter values to measure, comma-separated (breakdown: the first)")
+    ap.add_argument("--profile", action="store_true", help="with --breakdown: cProfile of the shard path")
     ap.add_argument("--measure", choices=["jieba", "prepare"], help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -199,7 +224,7 @@ def main(argv=None) -> int:
     texts = [s for d in docs for s in d]
     chars = sum(map(len, texts))
     if args.breakdown:
-        breakdown(docs, args.vocab)
+        breakdown(docs, args.vocab, engine=args.engines.split(",")[0], profile=args.profile)
         return 0
     shard_chars = args.shard_chars or max(1, chars // (8 * args.workers))
     print(f"corpus: {len(docs)} documents, {len(texts)} sentences, {chars} chars; "
@@ -210,27 +235,36 @@ def main(argv=None) -> int:
         corpus = Path(tmp) / "corpus.txt"
         corpus.write_text("\n\n".join("\n".join(d) for d in docs) + "\n", encoding="utf-8")
         rows = []
+        engines = args.engines.split(",")
         for w in sorted({1, args.workers}):
             # Each measurement in a fresh process, so no side inherits the other's loaded jieba.
             # Alternating rounds, best wall and best CPU time of each side (a shared box is noisy).
-            j = jc = pw = pc = float("inf")
+            j = jc = float("inf")
+            best = {e: [float("inf"), float("inf"), 0] for e in engines}
             for _ in range(args.rounds):
                 jw, jcpu = _measure("jieba", corpus, args.vocab, w, shard_chars, Path(tmp) / f"out{w}")
-                w_, c_, n = _measure("prepare", corpus, args.vocab, w, shard_chars, Path(tmp) / f"out{w}")
-                j, jc, pw, pc = min(j, jw), min(jc, jcpu), min(pw, w_), min(pc, c_)
-            rows.append({"workers": w, "jieba_chars_per_s": round(chars / j), "prepare_chars_per_s": round(chars / pw),
-                         "ratio": round(j / pw, 3), "jieba_cpu_s": round(jc, 2), "prepare_cpu_s": round(pc, 2),
-                         "cpu_ratio": round(jc / pc, 3), "jieba_s": round(j, 2), "prepare_s": round(pw, 2),
-                         "instances": n})
-            print(json.dumps(rows[-1]), flush=True)
-    print("\n| workers | raw jieba chars/s | prepare chars/s | prepare / jieba (wall) | prepare / jieba (CPU time) |")
-    print("|---|---|---|---|---|")
+                j, jc = min(j, jw), min(jc, jcpu)
+                for e in engines:
+                    w_, c_, n = _measure("prepare", corpus, args.vocab, w, shard_chars, Path(tmp) / f"out{w}", e)
+                    best[e] = [min(best[e][0], w_), min(best[e][1], c_), n]
+            for e in engines:
+                pw, pc, n = best[e]
+                rows.append({"engine": e, "workers": w, "jieba_chars_per_s": round(chars / j),
+                             "prepare_chars_per_s": round(chars / pw), "ratio": round(j / pw, 3),
+                             "jieba_cpu_s": round(jc, 2), "prepare_cpu_s": round(pc, 2), "cpu_ratio": round(jc / pc, 3),
+                             "jieba_s": round(j, 2), "prepare_s": round(pw, 2), "instances": n})
+                print(json.dumps(rows[-1]), flush=True)
+    print("\n| engine | workers | raw jieba chars/s | prepare chars/s | prepare / jieba (wall) | prepare / jieba (CPU time) |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['workers']} | {r['jieba_chars_per_s']:,} | {r['prepare_chars_per_s']:,} | {r['ratio']:.2f} "
-              f"| {r['cpu_ratio']:.2f} |")
-    if len(rows) == 2:
-        print(f"\nscaling 1 -> {args.workers} workers (wall): jieba x{rows[1]['jieba_chars_per_s'] / rows[0]['jieba_chars_per_s']:.2f}, "
-              f"prepare x{rows[1]['prepare_chars_per_s'] / rows[0]['prepare_chars_per_s']:.2f}")
+        print(f"| {r['engine']} | {r['workers']} | {r['jieba_chars_per_s']:,} | {r['prepare_chars_per_s']:,} "
+              f"| {r['ratio']:.2f} | {r['cpu_ratio']:.2f} |")
+    for e in engines:
+        one, many = ([r for r in rows if r["engine"] == e and r["workers"] == w] for w in (1, args.workers))
+        if args.workers != 1 and one and many:
+            print(f"scaling {e} 1 -> {args.workers} workers (wall): jieba "
+                  f"x{many[0]['jieba_chars_per_s'] / one[0]['jieba_chars_per_s']:.2f}, "
+                  f"prepare x{many[0]['prepare_chars_per_s'] / one[0]['prepare_chars_per_s']:.2f}")
     return 0
 
 

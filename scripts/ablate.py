@@ -58,6 +58,10 @@ ROWS: dict[str, tuple[str, list[str], dict]] = {
                   {"seq": 64}),
     "b16_char": ("micro batch 16, char masking", ["train.micro_batch_size=16", "masking.strategy=char"], {}),
     "b16_postln": ("micro batch 16, post-LN", ["train.micro_batch_size=16", "model.pre_layernorm=false"], {}),
+    "b16_nsp": ("micro batch 16, pair_mode nsp (short_seq_prob 0.1)", ["train.micro_batch_size=16"],
+                {"pair_mode": "nsp", "short": 0.1}),
+    "b16_sop": ("micro batch 16, pair_mode sop (short_seq_prob 0.1)", ["train.micro_batch_size=16"],
+                {"pair_mode": "sop", "short": 0.1}),
     "b16_lr2e-3": ("micro batch 16, lr 2e-3", ["train.micro_batch_size=16", "train.lr=2e-3"], {}),
 }
 
@@ -92,6 +96,12 @@ def probe(model: Path, out: Path, clue: Path, n_train: int, log: Path) -> dict:
            "--epochs", "2", "--max-train-samples", n_train, "--device", "cpu", "--wandb-mode", "disabled"], log)
     res = json.loads(next(out.rglob("results.json")).read_text())
     return {t: round(100 * res["tasks"][t]["mean"], 2) for t in ("ocnli", "tnews")}
+
+
+def data_overrides(spec: dict) -> list[str]:
+    """The data section the prepared directory was made with (pretrain refuses a mismatch)."""
+    return [f"data.pair_mode={spec.get('pair_mode', 'none')}", f"data.max_seq_length={spec.get('seq', 128)}",
+            f"data.short_seq_prob={spec.get('short', 0.0)}"]
 
 
 def pretrain_row(name: str, overrides: list[str], data: Path, vocab: Path, out: Path, budget: float,
@@ -170,7 +180,7 @@ def main() -> int:
             shutil.rmtree(row_dir / "clue", ignore_errors=True)
             row["probe"] = probe(twin, row_dir / "clue", Path(args.clue_dir), args.probe_train, log)
         else:
-            row["pretrain"] = pretrain_row(name, overrides, d, v, row_dir, args.budget_minutes, corpus, log)
+            row["pretrain"] = pretrain_row(name, overrides + data_overrides(spec), d, v, row_dir, args.budget_minutes, corpus, log)
             shutil.rmtree(row_dir / "clue", ignore_errors=True)
             row["probe"] = probe(Path(row["pretrain"]["model"]), row_dir / "clue", Path(args.clue_dir),
                                  args.probe_train, log)

@@ -410,3 +410,91 @@ def test_gbk_file_is_named_as_undecodable(tmp_path):
     docs, stats = read_documents([gbk, utf8])
     assert stats.undecodable_files == [str(gbk)] and stats.skipped_lines == 2
     assert len(docs) == 2 and all("ok.txt" in d.id for d in docs)
+
+
+# ----------------------------------------------------------------------------- tables: parquet, datasets
+
+TABLE_TEXTS = ["第一篇。有两句。", None, "第二篇的第一段。\n第二段！", "", "第三篇。"]
+TABLE_DOCS = [["第一篇。", "有两句。"], ["第二篇的第一段。", "第二段！"], ["第三篇。"]]
+
+
+def write_parquet(path: Path, texts=TABLE_TEXTS, column="content") -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"id": list(range(len(texts))), column: texts}), path, row_group_size=2)
+    return path
+
+
+def test_parquet_text_column_one_document_per_row(tmp_path, monkeypatch):
+    import zhbert.prep.corpus as corpus
+
+    monkeypatch.setattr(corpus, "_TABLE_BATCH", 2)  # several batches
+    path = write_parquet(tmp_path / "news.parquet")
+    docs, stats = read_documents([path], text_field="content", fullwidth=False)
+    assert [d.sentences for d in docs] == TABLE_DOCS
+    assert [d.id for d in docs] == [f"{path}:row={i}" for i in (0, 2, 4)]
+    assert stats.skipped_lines == 1 and stats.skipped_locations == [f"{path}:row=1"]  # the null
+    assert detect_format(path) == "parquet"
+    named = write_parquet(tmp_path / "no_extension", column="text")  # PAR1 magic
+    assert detect_format(named) == "parquet"
+    assert [d.sentences for d in read_documents([named], fullwidth=False)[0]] == TABLE_DOCS
+
+
+def test_missing_column_names_file_column_and_the_columns_there(tmp_path):
+    path = write_parquet(tmp_path / "news.parquet")
+    with pytest.raises(DataError) as e:
+        read_documents([path], text_field="text")
+    assert str(e.value).startswith(f"{path}: no column 'text' (columns: id, content)")
+    assert "\n" not in str(e.value)
+
+
+def test_datasets_folders_dataset_and_datasetdict(tmp_path):
+    import datasets
+
+    rows = {"content": TABLE_TEXTS, "id": list(range(len(TABLE_TEXTS)))}
+    one = tmp_path / "one"
+    datasets.Dataset.from_dict(rows).save_to_disk(str(one))
+    both = tmp_path / "both"
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows),
+                          "test": datasets.Dataset.from_dict({"content": ["测试集。"], "id": [0]})}
+                         ).save_to_disk(str(both))
+    assert detect_format(one) == detect_format(both) == "datasets"
+    docs, stats = read_documents([one], text_field="content", fullwidth=False)
+    assert [d.sentences for d in docs] == TABLE_DOCS and docs[0].id == f"{one}:row=0"
+    docs, _ = read_documents([both], text_field="content", fullwidth=False, dedup=False)
+    assert [d.sentences for d in docs] == TABLE_DOCS  # the train split by default
+    docs, _ = read_documents([both], text_field="content", dataset_split="test", fullwidth=False)
+    assert [d.sentences for d in docs] == [["测试集。"]]
+    with pytest.raises(DataError, match=r"both: the DatasetDict has no split 'dev' \(splits: train, test\)"):
+        read_documents([both], text_field="content", dataset_split="dev")
+    with pytest.raises(DataError, match=r"one: no column 'text' \(columns: content, id\)"):
+        read_documents([one])
+    # inside a folder a datasets folder is one input (its Arrow and JSON files are not walked),
+    # and the fingerprint covers every file in it
+    write(tmp_path / "corpus" / "a.txt", "一段文字。\n")
+    (tmp_path / "corpus" / "hf").symlink_to(one, target_is_directory=True)
+    assert list_input_files(tmp_path / "corpus") == [tmp_path / "corpus" / "a.txt", tmp_path / "corpus" / "hf"]
+    from zhbert.prep.corpus import walk_input_files
+
+    walked = walk_input_files(tmp_path / "corpus")
+    assert any(f.suffix == ".arrow" for f in walked) and tmp_path / "corpus" / "hf" / "state.json" in walked
+    docs, stats = read_documents([tmp_path / "corpus"], text_field="content", fullwidth=False)
+    assert stats.files == 2 and len(docs) == 4
+    # a text format leaves tables alone: skipped in a folder, an error when named
+    docs, stats = read_documents([tmp_path / "corpus"], fmt="plain")
+    assert len(docs) == 1 and stats.skipped_files[0]["reason"].startswith("not text: a datasets folder")
+    with pytest.raises(DataError, match=r"one: not a text corpus file: a datasets folder"):
+        read_documents([one], fmt="plain")
+
+
+def test_explicit_table_format_reads_only_that_kind(tmp_path):
+    folder = tmp_path / "hub_snapshot"
+    write_parquet(folder / "data" / "train-00000.parquet", column="text")
+    write(folder / "README.md", "# 数据集说明\n\n这不是语料。\n")
+    docs, stats = read_documents([folder], fmt="parquet", fullwidth=False)
+    assert [d.sentences for d in docs] == TABLE_DOCS
+    assert stats.skipped_files == [{"path": str(folder / "README.md"), "reason": "not a parquet input (--format parquet)"}]
+    with pytest.raises(DataError, match=r"README\.md: not a parquet input \(--format parquet\); remove it"):
+        read_documents([folder / "README.md"], fmt="parquet")

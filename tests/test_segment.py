@@ -208,3 +208,103 @@ def test_cut_codes_gives_jiebas_words_on_short_and_long_text(seg, shared_corpus_
         assert seg.cut_codes(t)[0] == dt.lcut(t), t[:40]
     no_hmm = Segmenter(hmm=False)
     assert no_hmm.cut_codes(long)[0] == dt.lcut(long, HMM=False)
+
+
+# --- data.segmenter: the cut engine (issue 15) ---------------------------------------------
+
+def _rjieba():
+    pytest.importorskip("rjieba")
+    return Segmenter(engine="rjieba")
+
+
+def test_the_jieba_engine_is_jiebas_lcut_and_fastcut_gives_the_same_words(seg, shared_corpus_sample):
+    import jieba
+
+    dt = jieba.Tokenizer()
+    ref = Segmenter(engine="jieba")
+    long = "\n".join(shared_corpus_sample(20))
+    assert ref.cut_codes(long)[0] == dt.lcut(long) == seg.cut_codes(long)[0]
+    assert ref.cut_codes(long)[1] == seg.cut_codes(long)[1]
+
+
+def test_rjieba_cuts_chinese_like_jieba_and_aligns_the_same(tok, seg):
+    fast = _rjieba()
+    texts = ["我爱北京天安门", "李小福是创新办主任也是云计算方面的专家", "BERT模型在GPU上训练",
+             "我用iPhone13拍了2023年的照片", "上海是中国最大的城市之一。"]
+    for t in texts:
+        assert fast.cut_codes(t) == seg.cut_codes(t), t
+    assert segment_sentences(texts, tok, fast) == segment_sentences(texts, tok, seg)
+    # where jieba-rs differs (benchmarks/segmenter_agreement.py): ASCII runs joined by - or .
+    assert fast.cut_codes("0771-2756565")[0] == ["0771-2756565"]
+    assert seg.cut_codes("0771-2756565")[0] == ["0771", "-", "2756565"]
+
+
+def test_rjieba_reads_the_user_dictionary(tok, tmp_path):
+    pytest.importorskip("rjieba")
+    user_dict = tmp_path / "user.txt"
+    user_dict.write_text("\ufeff创新办 3 nt\n云计算\n", encoding="utf-8")
+    custom = Segmenter(user_dict=user_dict, engine="rjieba")
+    words, codes = custom.cut_codes("李小福是创新办主任")
+    assert words[2] == "创新办" and codes[2] == "E"  # the user tag makes it an entity
+    _, sent = run("李小福是创新办主任", tok, custom)
+    assert sent.entity_ids == [0, 0, 0, -1, 1, 1, 1, -1, -1]
+
+
+def test_engine_errors(monkeypatch):
+    import zhbert.prep.segment as segment
+    from zhbert.config import DataConfig
+
+    with pytest.raises(ConfigError, match="segmenter='hanlp': must be one of fastcut, jieba, rjieba"):
+        Segmenter(engine="hanlp")
+    with pytest.raises(ConfigError, match="posseg cuts with jieba"):
+        Segmenter(engine="rjieba", entity_mode="posseg")
+    with pytest.raises(ConfigError, match="data.segmenter"):
+        DataConfig(segmenter="rjieba", entity_mode="posseg").validate("test")
+    # not installed: one line saying what to install
+    monkeypatch.setitem(__import__("sys").modules, "rjieba", None)
+    monkeypatch.setattr(segment, "_RJIEBA_CACHE", {})
+    with pytest.raises(ConfigError, match=r"needs the rjieba package: pip install rjieba"):
+        Segmenter(engine="rjieba")
+
+
+def test_the_segmenter_is_recorded_and_a_mismatch_is_detected(tmp_path):
+    import json
+
+    from test_prepare import config, write_corpus
+
+    from zhbert.prep.prepare import CONFIG_FILE, check_prepared_matches, prepare
+
+    pytest.importorskip("rjieba")
+    vocab = __import__("pathlib").Path(__file__).parent / "golden" / "sample_vocab.txt"
+    write_corpus(tmp_path / "corpus.txt")
+    cfg = config(tmp_path, vocab)
+    prepare(cfg)
+    meta_path = tmp_path / "out" / CONFIG_FILE
+    assert json.loads(meta_path.read_text())["config"]["segmenter"] == "fastcut"
+    other = cfg.__class__(**{**cfg.__dict__, "segmenter": "rjieba"})
+    with pytest.raises(DataError, match=r"differs in data\.segmenter\)"):
+        prepare(other)  # a resume / re-run with another engine
+    with pytest.raises(DataError, match=r"differs in data\.segmenter\)"):
+        check_prepared_matches(other)  # a training run asking for another engine
+    # an output from before data.segmenter existed was cut with jieba's words: same as fastcut
+    meta = json.loads(meta_path.read_text())
+    del meta["config"]["segmenter"]
+    meta_path.write_text(json.dumps(meta))
+    assert prepare(cfg)["already_prepared"] is True
+    assert check_prepared_matches(cfg).segmenter == "fastcut"
+
+
+def test_prepare_without_rjieba_stops_in_one_line_before_any_work(tmp_path, monkeypatch):
+    import importlib.util
+
+    from test_prepare import config, write_corpus
+
+    from zhbert.prep.prepare import prepare
+
+    vocab = __import__("pathlib").Path(__file__).parent / "golden" / "sample_vocab.txt"
+    write_corpus(tmp_path / "corpus.txt")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "rjieba" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"^data.segmenter=rjieba needs the rjieba package: pip install rjieba"):
+        prepare(config(tmp_path, vocab, segmenter="rjieba", workers=2))
+    assert not (tmp_path / "out").exists()

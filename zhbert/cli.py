@@ -32,9 +32,9 @@ def _add_prepare(sub) -> None:
     p.add_argument("--output", help="output directory (data.dir)")
     p.add_argument("--vocab", help="BERT vocab.txt, a directory holding one, or a checkpoint name "
                    "(bert-base-chinese)")
-    p.add_argument("--format", choices=["auto", "bert", "plain", "jsonl", "wiki"],
+    p.add_argument("--format", choices=["auto", "bert", "plain", "jsonl", "wiki", "wikidump", "parquet", "datasets"],
                    help="corpus format (default: detected per file)")
-    p.add_argument("--text-field", help="jsonl field holding the text (default: text)")
+    p.add_argument("--text-field", help="jsonl field / parquet or datasets column holding the text (default: text)")
     p.add_argument("--t2s", action="store_true", default=None, help="convert traditional to simplified")
     p.add_argument("--fullwidth", action="store_true", default=None,
                    help="fold full-width ASCII forms (，！Ａ１) to ASCII (default: off, as bert-base-chinese)")
@@ -110,15 +110,31 @@ def _add_vocab(sub) -> None:
     b.add_argument("--output", required=True, help="path of the vocab.txt to write")
     b.add_argument("--size", type=int, default=21128, help="vocabulary size, special tokens included "
                    "(default 21128, bert-base-chinese's)")
-    b.add_argument("--format", default="auto", choices=["auto", "bert", "plain", "jsonl", "wiki"],
+    b.add_argument("--format", default="auto",
+                   choices=["auto", "bert", "plain", "jsonl", "wiki", "wikidump", "parquet", "datasets"],
                    help="corpus format (default: detected per file)")
-    b.add_argument("--text-field", default="text", help="jsonl field holding the text (default: text)")
+    b.add_argument("--text-field", default="text",
+                   help="jsonl field / parquet or datasets column holding the text (default: text)")
     b.add_argument("--min-freq", type=int, default=1, help="drop characters seen fewer times (default 1)")
     b.add_argument("--fullwidth", action="store_true",
                    help="fold full-width ASCII forms first; use it only if the data is prepared with "
                    "data.fullwidth=true (default: off, as zhbert prepare)")
     b.add_argument("--t2s", action="store_true", help="traditional -> simplified first (as data.t2s=true)")
     b.set_defaults(func=_run_vocab_build)
+    e = vsub.add_parser("extend", help="append a corpus's missing characters to a model's vocab, resizing its "
+                        "embeddings (domain adaptation: docs/domain_adaptation.md)")
+    e.add_argument("--base", required=True, help="the model to extend: registry name, hub id, HF dir, step or run dir")
+    e.add_argument("--input", nargs="+", required=True, help="domain corpus files or directories (any corpus format)")
+    e.add_argument("--add", type=int, required=True, help="how many tokens to append, most frequent first")
+    e.add_argument("--output", required=True, help="directory to write the extended HF-format model into")
+    e.add_argument("--words", action="store_true", help="also add non-Chinese words the base vocab splits "
+                   "into pieces or maps to [UNK] (Chinese words cannot be BERT tokens: characters only)")
+    e.add_argument("--format", default="auto",
+                   choices=["auto", "bert", "plain", "jsonl", "wiki", "wikidump", "parquet", "datasets"],
+                   help="corpus format (default: detected per file)")
+    e.add_argument("--text-field", default="text",
+                   help="jsonl field / parquet or datasets column holding the text (default: text)")
+    e.set_defaults(func=_run_vocab_extend)
 
 
 def _run_vocab_build(args) -> int:
@@ -136,6 +152,18 @@ def _run_vocab_build(args) -> int:
             raise
         raise DataError(msg) from None
     print(path)
+    return 0
+
+
+def _run_vocab_extend(args) -> int:
+    from pathlib import Path
+
+    from zhbert.train.vocab_extend import STATS_NAME, extend_vocab
+
+    stats = extend_vocab(args.base, args.input, args.add, args.output, words=args.words, fmt=args.format,
+                         text_field=args.text_field)
+    print(stats.line())
+    print(Path(args.output) / STATS_NAME)
     return 0
 
 

@@ -42,9 +42,12 @@ class DataConfig:
     vocab: str = "configs/vocab/sample_vocab.txt"
     """BERT vocab.txt (built from corpora/sample)"""
     format: str = "auto"
-    """auto | bert | plain | jsonl | wiki."""
+    """auto | bert | plain | jsonl | wiki | wikidump (a MediaWiki XML dump, .xml.bz2) | parquet | datasets
+    (a save_to_disk folder); docs/data.md "Input formats"."""
     text_field: str = "text"
-    """jsonl field holding the text."""
+    """jsonl field / parquet or datasets column holding the text."""
+    dataset_split: str = "train"
+    """The split read from a `datasets` DatasetDict folder (a plain Dataset folder is read whole)."""
     fullwidth: Optional[bool] = None
     """Fold full-width ASCII forms (，！？：；（）Ａ１...) to ASCII. None = what the model's vocabulary saw:
     the model.init_from checkpoint's recorded setting, else off (as for bert-base-chinese and
@@ -55,6 +58,13 @@ class DataConfig:
     """traditional -> simplified Chinese."""
     dedup: bool = True
     """drop exact duplicate documents."""
+    near_dedup: bool = False
+    """Also drop near-duplicate documents: MinHash LSH on character 5-grams (needs datasketch; ~6 ms
+    and ~3 KB per document; docs/data.md "Near-duplicate removal")."""
+    near_dedup_threshold: float = 0.8
+    """Estimated Jaccard similarity of 5-gram sets at or above which a document is a near duplicate."""
+    near_dedup_num_perm: int = 128
+    """MinHash permutations (signature length); the hash functions are drawn from data.seed."""
     max_seq_length: int = 128
     """Tokens per instance, [CLS]/[SEP] included."""
     short_seq_prob: float = 0.1
@@ -71,6 +81,9 @@ class DataConfig:
     """Extra jieba dictionary (word [freq] [tag] per line)."""
     entity_mode: str = "dict"
     """dict | posseg | none (ERNIE entity/phrase spans)"""
+    segmenter: str = "fastcut"
+    """Word segmentation engine: fastcut (jieba's exact words, zhbert's faster cut) | jieba (jieba's own
+    lcut) | rjieba (jieba-rs, Rust: same dictionary, not bit-identical; docs/data.md "Segmentation engine")."""
     shard_documents: int = 2000
     """documents per shard (unit of parallelism and resume) ..."""
     shard_chars: int = 2_000_000
@@ -83,9 +96,15 @@ class DataConfig:
     """Replace an existing output directory (the old one stays until the new one is complete)."""
 
     def validate(self, where: str) -> None:
-        _choice(where, "data.format", self.format, ["auto", "bert", "plain", "jsonl", "wiki"])
+        _choice(where, "data.format", self.format,
+                ["auto", "bert", "plain", "jsonl", "wiki", "wikidump", "parquet", "datasets"])
+        _check(where, "data.near_dedup_threshold", 0 < self.near_dedup_threshold <= 1, "must be in (0, 1]")
+        _check(where, "data.near_dedup_num_perm", 16 <= self.near_dedup_num_perm <= 1024, "must be in [16, 1024]")
         _choice(where, "data.pair_mode", self.pair_mode, ["nsp", "sop", "none"])
         _choice(where, "data.entity_mode", self.entity_mode, ["dict", "posseg", "none"])
+        _choice(where, "data.segmenter", self.segmenter, ["fastcut", "jieba", "rjieba"])
+        _check(where, "data.segmenter", not (self.segmenter == "rjieba" and self.entity_mode == "posseg"),
+               "rjieba cannot be used with data.entity_mode=posseg (posseg cuts with jieba)")
         _check(where, "data.max_seq_length", 8 <= self.max_seq_length <= 8192, "must be in [8, 8192]")
         _check(where, "data.short_seq_prob", 0 <= self.short_seq_prob <= 1, "must be in [0, 1]")
         _check(where, "data.validation_fraction", 0 <= self.validation_fraction < 1, "must be in [0, 1)")

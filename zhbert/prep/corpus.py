@@ -12,6 +12,19 @@ Input formats (``fmt``), chosen per file when ``fmt="auto"`` (see ``detect_forma
 ``jsonl``  one JSON object per line; its ``text_field`` (default ``"text"``) is one document.
 ``wiki``   WikiExtractor output: ``<doc id=.. url=.. title=..>`` ... ``</doc>``; the first
            line repeating the title is dropped, each paragraph is split into sentences.
+``wikidump`` a MediaWiki XML dump (``zhwiki-*-pages-articles*.xml.bz2``), streamed: one document
+           per main-namespace article, redirects skipped, wikitext rendered to plain text
+           (zhbert.prep.wikidump; needs ``mwparserfromhell``).
+``parquet``  a Parquet file; its ``text_field`` column, one document per row, read in batches.
+``datasets`` a folder written by ``datasets``' ``save_to_disk`` (a ``Dataset``, or a
+           ``DatasetDict`` of which the ``split`` is read, ``train`` by default); its
+           ``text_field`` column, one document per row.
+
+A missing ``text_field`` (JSON field, column) is a ``DataError`` naming the file and the
+fields it has. Parquet files and ``datasets`` folders are recognised by what they are
+(``.parquet`` / ``PAR1`` magic; ``dataset_dict.json`` or ``state.json`` +
+``dataset_info.json``): ``auto`` reads them as such, a text format skips them like any file
+that is not text, and a folder that is a ``datasets`` folder is one input, never walked.
 
 Files are read in binary and decoded line by line, so one corrupt byte costs one line
 (skipped, counted, located in ``ReadStats``), never the run; a file none of whose lines is
@@ -19,7 +32,8 @@ UTF-8 (GBK, say) is named in ``ReadStats.undecodable_files``. ``.gz``, ``.bz2``,
 ``.zst`` files (by extension, or by their magic bytes) are decompressed as a stream; ``.zst``
 needs the ``zstandard`` package, imported only when such a file is met. Memory is bounded by
 the longest line plus one document plus one 8-byte hash per document kept for
-exact-duplicate removal.
+exact-duplicate removal (``near_dedup`` adds about 3 KB per kept document: see
+zhbert.prep.dedup).
 
 Which files of a directory are read (``list_input_files``): the tree is walked in path
 order, hidden entries (``.git``, ``.DS_Store``) left out, symbolic links to folders
@@ -56,7 +70,8 @@ from typing import IO, Iterator
 
 from zhbert.errors import ConfigError, DataError
 
-FORMATS = ("bert", "plain", "jsonl", "wiki")
+FORMATS = ("bert", "plain", "jsonl", "wiki", "wikidump", "parquet", "datasets")
+_TABLE_FORMATS = ("parquet", "datasets")  # inputs that are tables, not text; read by column
 MAX_SKIPPED_LOCATIONS = 10
 MAX_SKIPPED_FILES = 100  # entries kept in ReadStats.skipped_files (all are counted)
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
@@ -75,7 +90,7 @@ _CHUNK = 1 << 20  # bytes read at a time; lines are reassembled across chunks
 
 @dataclass
 class Document:
-    id: str  # "path:first_line_number" (1-based)
+    id: str  # "path:first_line_number" (1-based); "path:page=ID" (wikidump); "path:row=N" (0-based; tables)
     sentences: list[str]  # normalised, non-empty
 
 
@@ -86,6 +101,7 @@ class ReadStats:
     sentences: int = 0
     chars: int = 0
     duplicates_dropped: int = 0
+    near_duplicates_dropped: int = 0  # data.near_dedup: documents too similar to a kept one
     skipped_lines: int = 0  # undecodable UTF-8 lines and unusable JSON lines
     skipped_locations: list[str] = field(default_factory=list)  # first 10 "path:line"
     files_skipped: int = 0  # files of input folders not read (not text, broken links, loops)
@@ -109,6 +125,7 @@ class ReadStats:
         self.sentences += other.sentences
         self.chars += other.chars
         self.duplicates_dropped += other.duplicates_dropped
+        self.near_duplicates_dropped += other.near_duplicates_dropped
         self.skipped_lines += other.skipped_lines
         room = MAX_SKIPPED_LOCATIONS - len(self.skipped_locations)
         self.skipped_locations.extend(other.skipped_locations[: max(room, 0)])
@@ -149,10 +166,30 @@ _FULLWIDTH_TABLE = {**_BASE_TABLE, **{c: chr(c - 0xFEE0) for c in range(0xFF01, 
 
 @functools.lru_cache(maxsize=1)
 def _t2s_converter():
-    # opencc-python-reimplemented builds its dictionaries on construction: do it once.
-    from opencc import OpenCC
+    # Built once. `opencc` is OpenCC's C++ library (PyPI `opencc`, ~12x faster) or, in older
+    # environments, opencc-python-reimplemented: both install the import name `opencc` with the
+    # same API (they cannot be installed together). See t2s_converter_name.
+    try:
+        from opencc import OpenCC
+    except ImportError:
+        from zhbert.errors import ConfigError
 
+        raise ConfigError("data.t2s=true needs OpenCC: pip install opencc") from None
     return OpenCC("t2s").convert
+
+
+def t2s_converter_name() -> str:
+    """Which OpenCC ``data.t2s`` converts with ("opencc 1.4.2" = the C++ library,
+    "opencc-python-reimplemented"; "" = none installed). Their dictionaries differ slightly
+    (C++ 1.4.2 vs the Python port: 59 of 17,228 corpus lines, e.g. 逕 -> 径 vs 迳), so
+    ``zhbert prepare`` records it with t2s on."""
+    try:
+        import opencc
+    except ImportError:
+        return ""
+    if hasattr(opencc, "clib") or hasattr(opencc, "__version__"):
+        return f"opencc {getattr(opencc, '__version__', '?')}"
+    return "opencc-python-reimplemented"
 
 
 def normalize_text(text: str, fullwidth: bool = True, t2s: bool = False) -> str:
@@ -287,8 +324,38 @@ def list_input_files(paths) -> list[Path]:
 
 def walk_input_files(paths) -> list[Path]:
     """Every file ``list_input_files`` looks at, without opening any (text or not): what a
-    fingerprint of the input must cover."""
-    return [f for f, _ in _expand(paths, ReadStats())]
+    fingerprint of the input must cover (a ``datasets`` folder: every file in it)."""
+    out: list[Path] = []
+    for f, _ in _expand(paths, ReadStats()):
+        out.extend(_dataset_files(f) if f.is_dir() else [f])
+    return out
+
+
+def _is_datasets_dir(path: Path) -> bool:
+    """A folder written by ``datasets``' ``save_to_disk``: a DatasetDict (``dataset_dict.json``)
+    or a Dataset (``state.json`` beside ``dataset_info.json``)."""
+    return (path / "dataset_dict.json").is_file() or (
+        (path / "state.json").is_file() and (path / "dataset_info.json").is_file())
+
+
+def _dataset_files(root: Path) -> list[Path]:
+    return sorted((p for p in root.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts)),
+                  key=lambda p: p.as_posix())
+
+
+def _table_kind(path: Path) -> str | None:
+    """The table format ``path`` holds: ``datasets`` for a ``save_to_disk`` folder, ``parquet``
+    for a Parquet file (extension or ``PAR1`` magic), None for anything else (text, or not)."""
+    if path.is_dir():
+        return "datasets" if _is_datasets_dir(path) else None
+    if path.name.lower().endswith(".parquet"):
+        return "parquet"
+    try:
+        with open(path, "rb") as fh:
+            return "parquet" if fh.read(4) == b"PAR1" else None
+    except OSError:
+        return None
 
 
 def _expand(paths, stats: "ReadStats") -> Iterator[tuple[Path, bool]]:
@@ -300,7 +367,10 @@ def _expand(paths, stats: "ReadStats") -> Iterator[tuple[Path, bool]]:
         p = Path(p)
         if not p.exists():
             raise DataError(f"input path does not exist: {p}")
-        found, explicit = (_walk(p, stats), False) if p.is_dir() else ([p], True)
+        if p.is_dir() and not _is_datasets_dir(p):
+            found, explicit = _walk(p, stats), False
+        else:
+            found, explicit = [p], True
         for f in found:
             real = os.path.realpath(f)
             if real not in seen:
@@ -308,16 +378,23 @@ def _expand(paths, stats: "ReadStats") -> Iterator[tuple[Path, bool]]:
                 yield f, explicit
 
 
-def _collect_inputs(paths, stats: "ReadStats") -> list[tuple[Path, bool]]:
-    """``_expand`` without the files that are not text (counted in ``stats``; an error for
-    a file named explicitly)."""
+def _collect_inputs(paths, stats: "ReadStats", fmt: str = "auto") -> list[tuple[Path, bool]]:
+    """``_expand`` without the inputs ``fmt`` cannot read (counted in ``stats``; an error for
+    one named explicitly): under ``auto`` text files, Parquet files and ``datasets`` folders;
+    under a text format text files only; under ``parquet`` / ``datasets`` that kind only."""
     out = []
     for f, explicit in _expand(paths, stats):
-        reason = _not_text(f)
+        kind = _table_kind(f)
+        if fmt in _TABLE_FORMATS:
+            reason = None if kind == fmt else f"not a {fmt} input (--format {fmt})"
+        else:
+            reason = None if kind and fmt == "auto" else _not_text(f)
         if reason and explicit:
+            if fmt in _TABLE_FORMATS:
+                raise DataError(f"{f}: {reason}; remove it from the input")
             raise DataError(f"{f}: not a text corpus file: {reason}; remove it from the input")
         if reason:
-            stats.skip_file(f, f"not text: {reason}")
+            stats.skip_file(f, reason if fmt in _TABLE_FORMATS else f"not text: {reason}")
         else:
             out.append((f, explicit))
     return out
@@ -343,7 +420,9 @@ def _walk(root: Path, stats: "ReadStats") -> list[Path]:
                 is_dir, is_file = entry.is_dir(), entry.is_file()  # both follow links
             except OSError:
                 is_dir = is_file = False
-            if is_dir:
+            if is_dir and _is_datasets_dir(path):
+                files.append(path)  # one input (its Arrow files are read by ``datasets``)
+            elif is_dir:
                 real = os.path.realpath(path)
                 if real in walked:
                     stats.skip_file(path, f"folder {real} already read (symbolic link loop or second link)")
@@ -378,6 +457,8 @@ def _not_text(path: Path) -> str | None:
     it is text in the wrong encoding, and its lines are reported as undecodable instead. A
     few corrupt bytes in a UTF-8 file cost their lines, not the file.
     """
+    if path.is_dir():
+        return "a datasets folder (read it with --format auto or datasets)"
     suffix = _base_suffix(path)
     if suffix in BINARY_SUFFIXES:
         return f"{suffix} extension"
@@ -503,10 +584,18 @@ def _sniff_lines(path: Path, max_lines: int = 200) -> list[str]:
     return out
 
 
-def detect_format(path, text_field: str = "text") -> str:
-    """Guess a file's format from its first lines: 'bert' | 'plain' | 'jsonl' | 'wiki'.
+_WIKIDUMP_NAME_RE = re.compile(r"pages-articles.*\.xml", re.I)
 
-    First non-empty line starts with ``<doc`` -> wiki; is a JSON object -> jsonl.
+
+def detect_format(path, text_field: str = "text") -> str:
+    """Guess a file's format: 'bert' | 'plain' | 'jsonl' | 'wiki' | 'wikidump' | 'parquet' |
+    'datasets'.
+
+    A ``datasets`` folder or a Parquet file is what it is (``_table_kind``). A name holding
+    ``pages-articles`` and ``.xml`` (``zhwiki-latest-pages-articles.xml.bz2``,
+    ``…-pages-articles-multistream1.xml-p1p187712.bz2``) -> wikidump. Otherwise the first
+    lines decide: a ``<mediawiki`` root element -> wikidump; first non-empty line starts with
+    ``<doc`` -> wiki; is a JSON object -> jsonl.
     Otherwise look at the blank-line structure of the first 200 lines: if blank lines
     separate blocks and most blocks hold several lines (sentences) -> bert; else plain
     (one paragraph per line, with or without blank lines between paragraphs).
@@ -516,8 +605,15 @@ def detect_format(path, text_field: str = "text") -> str:
     path = Path(path)
     if not path.exists():
         raise DataError(f"input path does not exist: {path}")
+    kind = _table_kind(path)
+    if kind:
+        return kind
+    if _WIKIDUMP_NAME_RE.search(path.name):
+        return "wikidump"
     lines = [normalize_text(line, fullwidth=False) for line in _sniff_lines(path)]
     first = next((line for line in lines if line), "")
+    if any(line.startswith("<mediawiki") for line in [x for x in lines if x][:3]):
+        return "wikidump"
     if first.startswith("<doc"):
         return "wiki"
     if first.startswith("{"):
@@ -642,7 +738,86 @@ def _read_wiki(path, stats, fullwidth, t2s, **_):
         yield first, sentences
 
 
-_READERS = {"bert": _read_bert, "plain": _read_plain, "jsonl": _read_jsonl, "wiki": _read_wiki}
+def _read_wikidump(path, stats, fullwidth, t2s, **_):
+    from zhbert.prep.wikidump import iter_pages
+
+    with _open_binary(path) as fh:
+        for page in iter_pages(fh, str(path)):
+            # templates removed from inside brackets leave "（）", as WikiExtractor's do
+            sentences = [s for para in page.paragraphs
+                         for s in split_sentences(_EMPTY_BRACKETS_RE.sub("", normalize_text(para, fullwidth, t2s)))]
+            if sentences:
+                yield f"page={page.id}", sentences
+
+
+def _missing_column(path, text_field: str, columns) -> DataError:
+    return DataError(f"{path}: no column {text_field!r} (columns: {', '.join(map(str, columns)) or 'none'}); "
+                     f"set the text field (--text-field / data.text_field)")
+
+
+def _rows(path, stats, values, start: int, fullwidth, t2s):
+    """(``row=N``, sentences) for a batch of a text column's values; a value that is not a
+    string (null, a number) is skipped and counted."""
+    for i, value in enumerate(values, start):
+        if not isinstance(value, str):
+            stats.skip(f"{path}:row={i}")
+            continue
+        sentences = [s for para in value.splitlines() for s in _split_paragraph(para, fullwidth, t2s)]
+        if sentences:
+            yield f"row={i}", sentences
+
+
+_TABLE_BATCH = 1024  # rows read at a time: memory holds one batch of the text column
+
+
+def _read_parquet(path, stats, fullwidth, t2s, text_field="text", **_):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as e:
+        raise DataError(f"{path}: not a readable Parquet file: {e}") from None
+    names = pf.schema_arrow.names
+    if text_field not in names:
+        raise _missing_column(path, text_field, names)
+    row = 0
+    batches = pf.iter_batches(batch_size=_TABLE_BATCH, columns=[text_field])
+    while True:
+        try:
+            batch = next(batches, None)
+        except (OSError, pa.ArrowException) as e:
+            raise DataError(f"{path}:row={row}: cannot read the Parquet file: {e}") from None
+        if batch is None:
+            break
+        values = batch.column(0).to_pylist()
+        yield from _rows(path, stats, values, row, fullwidth, t2s)
+        row += len(values)
+
+
+def _read_datasets(path, stats, fullwidth, t2s, text_field="text", split="train", **_):
+    import datasets  # 1-2 s: only when such a folder is read
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: cannot load the datasets folder: {e}") from None
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise DataError(f"{path}: the DatasetDict has no split {split!r} (splits: {', '.join(ds)}); "
+                            f"choose one with data.dataset_split")
+        ds = ds[split]
+    if text_field not in ds.column_names:
+        raise _missing_column(path, text_field, ds.column_names)
+    row = 0
+    for batch in ds.select_columns([text_field]).iter(batch_size=_TABLE_BATCH):
+        values = batch[text_field]
+        yield from _rows(path, stats, values, row, fullwidth, t2s)
+        row += len(values)
+
+
+_READERS = {"bert": _read_bert, "plain": _read_plain, "jsonl": _read_jsonl, "wiki": _read_wiki,
+            "wikidump": _read_wikidump, "parquet": _read_parquet, "datasets": _read_datasets}
 
 
 def _doc_hash(sentences: list[str]) -> int:
@@ -659,12 +834,21 @@ def iter_documents(
     dedup: bool = True,
     stats: ReadStats | None = None,
     min_sentence_chars: int = 1,
+    dataset_split: str = "train",
+    near_dedup: bool = False,
+    near_dedup_threshold: float = 0.8,
+    near_dedup_num_perm: int = 128,
+    near_dedup_seed: int = 1,
 ) -> Iterator[Document]:
     """Stream documents from files and directories (see module docstring for formats).
 
     Sentences shorter than ``min_sentence_chars`` characters are dropped, documents left
     without sentences are dropped, and (``dedup``) a document whose normalised sentences
-    equal an earlier one's is dropped and counted in ``stats.duplicates_dropped``.
+    equal an earlier one's is dropped and counted in ``stats.duplicates_dropped``. With
+    ``near_dedup``, a document whose character 5-grams overlap a kept document's with an
+    estimated Jaccard similarity of ``near_dedup_threshold`` or more is dropped too and
+    counted in ``stats.near_duplicates_dropped`` (MinHash LSH, zhbert.prep.dedup; needs
+    ``datasketch``). ``dataset_split``: the split read from a ``datasets`` DatasetDict folder.
     Pass a ``ReadStats`` to collect counts. An empty result is not an error here.
     """
     if fmt != "auto" and fmt not in FORMATS:
@@ -673,11 +857,16 @@ def iter_documents(
         stats = ReadStats()
     min_chars = max(int(min_sentence_chars), 1)
     seen: set[int] = set()
-    for path, _ in _collect_inputs(paths, stats):
+    near = None
+    if near_dedup:
+        from zhbert.prep.dedup import NearDuplicates
+
+        near = NearDuplicates(threshold=near_dedup_threshold, num_perm=near_dedup_num_perm, seed=near_dedup_seed)
+    for path, _ in _collect_inputs(paths, stats, fmt):
         file_fmt = detect_format(path, text_field) if fmt == "auto" else fmt
         stats.files += 1
         reader = _READERS[file_fmt]
-        for first_line, sentences in reader(path, stats, fullwidth, t2s, text_field=text_field):
+        for where, sentences in reader(path, stats, fullwidth, t2s, text_field=text_field, split=dataset_split):
             sentences = [s for s in sentences if len(s) >= min_chars]
             if not sentences:
                 continue
@@ -687,10 +876,13 @@ def iter_documents(
                     stats.duplicates_dropped += 1
                     continue
                 seen.add(h)
+            if near is not None and near.seen_before(sentences):
+                stats.near_duplicates_dropped += 1
+                continue
             stats.documents += 1
             stats.sentences += len(sentences)
             stats.chars += sum(len(s) for s in sentences)
-            yield Document(id=f"{path}:{first_line}", sentences=sentences)
+            yield Document(id=f"{path}:{where}", sentences=sentences)
 
 
 def read_documents(paths, **kwargs) -> tuple[list[Document], ReadStats]:

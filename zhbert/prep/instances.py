@@ -89,7 +89,7 @@ class _Segment:
         self.ids.extend(s.ids)
         # (Shifts by 0 -- the first sentence of a segment -- need no per-token work.)
         self.words.extend(map(w0.__add__, s.word_ids) if w0 else s.word_ids)
-        self.n_words = w0 + max(s.word_ids) + 1
+        self.n_words = w0 + s.word_ids[-1] + 1  # word ids are non-decreasing: the last is the largest
         top = max(s.entity_ids)
         if top < 0 or e0 == 0:
             self.ents.extend(s.entity_ids)
@@ -152,12 +152,12 @@ def _rebase(vals: list[int], base: int) -> tuple[list[int], int]:
     if first is None:
         return vals, base
     shift = base - first
+    if vals[0] >= 0 and min(vals) >= 0:
+        # word ids: no -1 inside a segment, and non-decreasing, so the last is the largest
+        return (list(map(shift.__add__, vals)) if shift else vals), vals[-1] + shift + 1
     if shift == 0:
         return vals, max(vals) + 1
-    if vals[0] >= 0 and min(vals) >= 0:  # word ids: no -1 inside a segment
-        out = list(map(shift.__add__, vals))
-    else:
-        out = [v + shift if v >= 0 else -1 for v in vals]
+    out = [v + shift if v >= 0 else -1 for v in vals]
     return out, max(out) + 1
 
 

@@ -89,6 +89,7 @@ import dataclasses
 import gc
 import glob
 import hashlib
+import importlib.util
 import itertools
 import json
 import multiprocessing
@@ -102,11 +103,12 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from zhbert.config import DataConfig
-from zhbert.errors import DataError, ZhbertError
+from zhbert.errors import ConfigError, DataError, ZhbertError
 from zhbert.files import DirLock, fsync_file, is_disk_full, os_error_message, write_json_atomic, write_text_atomic
 # The instance format (columns, schemas) is zhbert.prep.format's; ``features`` is re-exported
 # for readers of prepared data.
-from zhbert.prep.format import COLUMNS, FORMAT_VERSION, SCHEMA, arrow_schema, features, features_json  # noqa: F401
+from zhbert.prep.format import (COLUMNS, FORMAT_VERSION, READABLE_FORMAT_VERSIONS, SCHEMA, arrow_schema,  # noqa: F401
+                                 features, features_json, storage_columns)
 
 MARKER = "zhbert_prepare.json"
 CONFIG_FILE = "prepare_config.json"
@@ -138,7 +140,7 @@ def _read_json(path: Path) -> Optional[dict]:
 
 def is_complete(dir: str | Path) -> bool:
     marker = _read_json(Path(dir) / MARKER)
-    return bool(marker and marker.get("complete") and marker.get("format_version") == FORMAT_VERSION)
+    return bool(marker and marker.get("complete") and marker.get("format_version") in READABLE_FORMAT_VERSIONS)
 
 
 def read_prepare_meta(dir: str | Path) -> dict:
@@ -192,10 +194,12 @@ def _components(job: dict):
     from zhbert.prep.segment import Segmenter
     from zhbert.prep.tokenizer import ChineseTokenizer
 
-    key = (job["vocab"], job["jieba_hmm"], job["jieba_user_dict"], job["entity_mode"])
+    engine = job.get("segmenter", "fastcut")
+    key = (job["vocab"], job["jieba_hmm"], job["jieba_user_dict"], job["entity_mode"], engine)
     if key not in _STATE:
         tok = ChineseTokenizer.from_vocab(job["vocab"])
-        seg = Segmenter(hmm=job["jieba_hmm"], user_dict=job["jieba_user_dict"], entity_mode=job["entity_mode"])
+        seg = Segmenter(hmm=job["jieba_hmm"], user_dict=job["jieba_user_dict"], entity_mode=job["entity_mode"],
+                        engine=engine)
         _STATE[key] = (tok, seg)
         # They live as long as the process: keep the collector from walking jieba's
         # dictionaries (~350K entries each) on every full collection.
@@ -234,22 +238,46 @@ def _list_array(lists: list[list[int]], dtype):
     lens = np.fromiter(map(len, lists), dtype=np.int32, count=len(lists))
     offsets = np.zeros(len(lists) + 1, dtype=np.int32)
     np.cumsum(lens, out=offsets[1:])
-    values = np.fromiter(itertools.chain.from_iterable(lists), dtype=dtype, count=int(offsets[-1]))
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+    values = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64, count=int(offsets[-1]))
+    return pa.ListArray.from_arrays(_arrow_array(offsets), _arrow_array(_narrow(values, dtype)))
 
 
-def _write_arrow(path: Path, instances: list[dict]) -> None:
+def _narrow(values, dtype):
+    """int64 values as ``dtype``, refusing (never wrapping) a value the type cannot hold."""
+    import numpy as np
+
+    info = np.iinfo(dtype)
+    if values.size and (values.min() < info.min or values.max() > info.max):
+        raise DataError(f"instance values in [{values.min()}, {values.max()}] do not fit the stored type {dtype}")
+    return values.astype(dtype)
+
+
+def _arrow_array(values):
+    """A pyarrow array over a 1-D numpy integer array (zero-copy). Not ``pa.array``: it
+    imports pandas to check its argument, ~0.7 s of every worker's start-up."""
+    import numpy as np
+    import pyarrow as pa
+
+    values = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
+
+
+def _write_arrow(path: Path, instances: list[dict], columns=SCHEMA) -> None:
     """One Arrow IPC stream file (the format ``datasets`` caches in), read back with
-    ``datasets.Dataset.from_file``. Plain pyarrow: workers need not import ``datasets``."""
+    ``datasets.Dataset.from_file``. Plain pyarrow: workers need not import ``datasets``.
+
+    columns: ``storage_columns(vocab_size, max_seq_length)``, the element types to store; a
+    value outside its type is a DataError (``_narrow``), never a silent wrap-around."""
     import numpy as np
     import pyarrow as pa
 
     arrays = [
         _list_array([i[c.name] for i in instances], c.dtype) if c.per_token
-        else pa.array(np.fromiter((i[c.name] for i in instances), dtype=c.dtype, count=len(instances)))
-        for c in SCHEMA
+        else _arrow_array(_narrow(np.fromiter((i[c.name] for i in instances), dtype=np.int64, count=len(instances)),
+                                  c.dtype))
+        for c in columns
     ]
-    table = pa.Table.from_arrays(arrays, schema=arrow_schema())
+    table = pa.Table.from_arrays(arrays, schema=arrow_schema(columns))
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
 
@@ -390,7 +418,7 @@ def _process_shard(job: dict) -> dict:
         # Google shuffles the instances of its whole output; we shuffle within the shard (the
         # trainer samples randomly across shards anyway).
         random.Random(_seed(job["seed"], index, "shuffle", split)).shuffle(instances)
-        _write_arrow(shard_dir / f"{split}.arrow", instances)
+        _write_arrow(shard_dir / f"{split}.arrow", instances, storage_columns(tok.vocab_size, job["max_seq_length"]))
         stats[f"{split}_documents"] = len(docs[split])
         stats[f"{split}_instances"] = len(instances)
         stats[f"{split}_bytes"] = (shard_dir / f"{split}.arrow").stat().st_size
@@ -465,7 +493,7 @@ def _fingerprints(files: list[Path], old: Optional[dict]) -> list[dict]:
 
 def _resolved_meta(cfg: DataConfig, vocab_sha256: str, old: Optional[dict] = None) -> dict:
     from zhbert import __version__
-    from zhbert.prep.corpus import walk_input_files
+    from zhbert.prep.corpus import t2s_converter_name, walk_input_files
 
     files = walk_input_files(cfg.input)  # DataError naming a missing path
     config = dataclasses.asdict(cfg)
@@ -481,12 +509,25 @@ def _resolved_meta(cfg: DataConfig, vocab_sha256: str, old: Optional[dict] = Non
         "vocab_sha256": vocab_sha256,
         "zhbert_version": __version__,
         "format_version": FORMAT_VERSION,
+        # OpenCC's C++ library and its Python port convert a few phrases differently
+        "t2s_converter": t2s_converter_name() if cfg.t2s else None,
     }
 
 
+# Settings added after outputs were first written: an output that does not record one was made
+# with this value (before data.segmenter, jieba's exact words).
+_RECORDED_DEFAULTS = {"segmenter": "fastcut", "dataset_split": "train", "near_dedup": False,
+                      "near_dedup_threshold": 0.8, "near_dedup_num_perm": 128}
+
+
+def _recorded_config(meta: dict) -> dict:
+    return {**_RECORDED_DEFAULTS, **(meta.get("config") or {})}
+
+
 def _key(meta: dict) -> dict:
-    cfg = {k: v for k, v in meta.get("config", {}).items() if k not in _NOT_IN_KEY}
-    return {"config": cfg, "vocab_sha256": meta.get("vocab_sha256"), "format_version": meta.get("format_version")}
+    cfg = {k: v for k, v in _recorded_config(meta).items() if k not in _NOT_IN_KEY}
+    return {"config": cfg, "vocab_sha256": meta.get("vocab_sha256"), "format_version": meta.get("format_version"),
+            "t2s_converter": meta.get("t2s_converter")}
 
 
 def _changed_inputs(old: Any, new: list[dict]) -> list[str]:
@@ -517,7 +558,7 @@ def _differences(old: dict, new: dict) -> list[str]:
     if changed:
         more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
         diff.append(f"input_files ({', '.join(changed[:5])}{more})")
-    diff += [k for k in ("vocab_sha256", "format_version") if a[k] != b[k]]
+    diff += [k for k in ("vocab_sha256", "format_version", "t2s_converter") if a[k] != b[k]]
     return diff
 
 
@@ -539,7 +580,7 @@ def check_prepared_matches(cfg: DataConfig) -> DataConfig:
     from zhbert.prep.tokenizer import ChineseTokenizer
 
     meta = read_prepare_meta(cfg.dir)
-    recorded = dict(meta.get("config") or {})
+    recorded = _recorded_config(meta)
     if not cfg.input:
         names = {f.name for f in dataclasses.fields(DataConfig)} - set(_NOT_IN_KEY)
         return dataclasses.replace(cfg, **{k: v for k, v in recorded.items() if k in names})
@@ -738,7 +779,7 @@ def _shard_jobs(cfg: DataConfig, read_stats, out: Path, fraction: Optional[float
     """Stream documents into shard jobs (validation flags decided here, in input order)."""
     from zhbert.prep.corpus import iter_documents
 
-    base = {k: getattr(cfg, k) for k in ("vocab", "jieba_hmm", "jieba_user_dict", "entity_mode", "seed",
+    base = {k: getattr(cfg, k) for k in ("vocab", "jieba_hmm", "jieba_user_dict", "entity_mode", "segmenter", "seed",
                                          "dupe_factor", "max_seq_length", "short_seq_prob", "pair_mode")}
     base["dir"] = str(out)
     fraction = cfg.validation_fraction if fraction is None else fraction
@@ -758,7 +799,9 @@ def _shard_jobs(cfg: DataConfig, read_stats, out: Path, fraction: Optional[float
         return {**base, "index": index, "docs": docs, "cut": cuts}
 
     for doc in iter_documents(cfg.input, fmt=cfg.format, text_field=cfg.text_field, fullwidth=cfg.fullwidth,
-                              t2s=cfg.t2s, dedup=cfg.dedup, stats=read_stats):
+                              t2s=cfg.t2s, dedup=cfg.dedup, stats=read_stats, dataset_split=cfg.dataset_split,
+                              near_dedup=cfg.near_dedup, near_dedup_threshold=cfg.near_dedup_threshold,
+                              near_dedup_num_perm=cfg.near_dedup_num_perm, near_dedup_seed=cfg.seed):
         is_val = _is_validation(cfg.seed, doc.sentences, fraction)
         sentences, pieces, firsts = _cut_huge(doc.sentences)
         seen += 1
@@ -902,6 +945,9 @@ def prepare(cfg: DataConfig) -> dict:
     for p in cfg.input:  # before anything is created (also checked, with the files, later)
         if not Path(p).exists():
             raise DataError(f"input path does not exist: {p}")
+    if cfg.segmenter == "rjieba" and importlib.util.find_spec("rjieba") is None:  # here, not in a worker
+        raise ConfigError("data.segmenter=rjieba needs the rjieba package: pip install rjieba "
+                          "(or set data.segmenter=fastcut)")
     out = Path(cfg.dir)
     if out.is_symlink():  # replace the directory it points to, not the link
         out = Path(os.path.realpath(out))
@@ -998,7 +1044,7 @@ def _prepare_locked(cfg: DataConfig, out: Path, tokenizer, t0: float) -> dict:
             raise DataError(f"no training instances could be built from {', '.join(map(str, cfg.input))} "
                             f"({read_stats.documents} documents, {totals['validation_documents']} of them "
                             f"for validation; too few or too short for pair_mode {cfg.pair_mode}?)")
-        written = _finalise(work, shards, tokenizer)
+        written = _finalise(work, shards, tokenizer, storage_columns(tokenizer.vocab_size, cfg.max_seq_length))
         # The counts come from the Arrow files just written; the shards' own counts must agree.
         for k in ("train_instances", "validation_instances", "tokens", "unk_tokens", "random_next"):
             if written[k] != totals[k]:
@@ -1026,6 +1072,7 @@ def _prepare_locked(cfg: DataConfig, out: Path, tokenizer, t0: float) -> dict:
             "alignment_failures": totals["alignment_failures"],
             "split_long_sentences": totals["split_long_sentences"],
             "duplicates_dropped": read_stats.duplicates_dropped,
+            "near_duplicates_dropped": read_stats.near_duplicates_dropped,
             "skipped_lines": read_stats.skipped_lines,
             "skipped_locations": read_stats.skipped_locations,
             "undecodable_files": read_stats.undecodable_files,
@@ -1106,7 +1153,7 @@ _features_json = features_json  # the name tests/test_prepare.py checks against 
 _MAX_SPLIT_FILE_BYTES = 500 * 2**20  # as ``save_to_disk``'s default max_shard_size
 
 
-def _finalise(out: Path, shards: int, tokenizer) -> dict:
+def _finalise(out: Path, shards: int, tokenizer, columns=SCHEMA) -> dict:
     """Shard Arrow files -> one ``datasets.DatasetDict`` in ``out`` (train/, validation/) in
     ``save_to_disk``'s layout (``data-0000i-of-0000n.arrow`` + state.json + dataset_info.json,
     dataset_dict.json), plus the tokenizer files. Returns what the written split files hold
@@ -1119,8 +1166,8 @@ def _finalise(out: Path, shards: int, tokenizer) -> dict:
     marker never stands for data that did not reach the disk."""
     import pyarrow as pa
 
-    feature_dict = features_json()
-    schema = arrow_schema().with_metadata(
+    feature_dict = features_json(columns)
+    schema = arrow_schema(columns).with_metadata(
         {"huggingface": json.dumps({"info": {"features": feature_dict}})})
     info = {"citation": "", "description": "", "features": feature_dict, "homepage": "", "license": ""}
     splits = []
@@ -1174,19 +1221,30 @@ def _finalise(out: Path, shards: int, tokenizer) -> dict:
                                             "random_next")}
 
 
+def _numpy_view(arr):
+    """A numpy view of a null-free pyarrow integer array. Not ``to_numpy``/``pyarrow.compute``
+    with a Python scalar: both import pandas (~0.5 s)."""
+    import numpy as np
+    import pyarrow as pa
+
+    dtype = np.dtype(f"{'u' if pa.types.is_unsigned_integer(arr.type) else 'i'}{arr.type.bit_width // 8}")
+    if len(arr) == 0:
+        return np.zeros(0, dtype=dtype)
+    return np.frombuffer(arr.buffers()[1], dtype=dtype, count=len(arr), offset=arr.offset * dtype.itemsize)
+
+
 def _count_written(d: Path, names: list[str], unk_id: int, split: str) -> dict[str, int]:
     """Rows, tokens, [UNK] tokens and label-1 rows of the split files ``d/names``, read back
     from disk (memory-mapped, column by column: no Python objects per row)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     rows = tokens = unk = label1 = 0
     for name in names:
         with pa.memory_map(str(d / name)) as src:
             for batch in pa.ipc.open_stream(src):
-                ids = batch.column(COLUMNS.index("input_ids")).flatten()
+                ids = _numpy_view(batch.column(COLUMNS.index("input_ids")).flatten())
                 rows += batch.num_rows
                 tokens += len(ids)
-                unk += pc.sum(pc.equal(ids, unk_id)).as_py() or 0
-                label1 += pc.sum(pc.equal(batch.column(COLUMNS.index("next_sentence_label")), 1)).as_py() or 0
+                unk += int((ids == unk_id).sum())
+                label1 += int((_numpy_view(batch.column(COLUMNS.index("next_sentence_label"))) == 1).sum())
     return {f"{split}_instances": rows, "tokens": tokens, "unk_tokens": unk, "random_next": label1}
