@@ -37,7 +37,7 @@ BASE_VOCAB = SHARED / "bert_base_chinese" / "vocab.txt"
 
 # name: (what changes, pretrain overrides, data spec changes: vocab / pair_mode / seq / short_seq_prob)
 ROWS: dict[str, tuple[str, list[str], dict]] = {
-    "recipe": ("the recipe (configs/pretrain/cpu_30min.yaml)", [], {}),
+    "recipe": ("the recipe (configs/pretrain/cpu_30min.yaml)", [], {"pair_mode": "sop", "short": 0.1}),
     "random": ("random init, no pretraining", [], {}),
     "char": ("masking.strategy char", ["masking.strategy=char"], {}),
     "nsp": ("pair_mode nsp (Google pairs, short_seq_prob 0.1)", [], {"pair_mode": "nsp", "short": 0.1}),
@@ -62,6 +62,8 @@ ROWS: dict[str, tuple[str, list[str], dict]] = {
                 {"pair_mode": "nsp", "short": 0.1}),
     "b16_sop": ("micro batch 16, pair_mode sop (short_seq_prob 0.1)", ["train.micro_batch_size=16"],
                 {"pair_mode": "sop", "short": 0.1}),
+    "bf16": ("the recipe with deepspeed.precision bf16 (needs AVX-512 BF16 / AMX)", ["deepspeed.precision=bf16"],
+             {"pair_mode": "sop", "short": 0.1}),
     "b16_lr2e-3": ("micro batch 16, lr 2e-3", ["train.micro_batch_size=16", "train.lr=2e-3"], {}),
 }
 

@@ -88,6 +88,13 @@ def correctness(res: dict, task: str, gold: list) -> dict[str, np.ndarray]:
     return out
 
 
+def _lr(task_result: dict) -> float:
+    """The selected grid point's fine-tuning lr (results.json: protocol.selected.lr)."""
+    t = task_result
+    sel = (t.get("protocol") or {}).get("selected") or {}
+    return float(sel.get("lr") if "lr" in sel else t["grid"][t["selected"]]["hyperparameters"]["lr"])
+
+
 def bootstrap_delta(a: dict[str, np.ndarray], b: dict[str, np.ndarray], n: int, seed: int = 0) -> dict:
     """95% interval of mean_seeds(acc_a) - mean_seeds(acc_b) over dev resamples (same rows for all)."""
     A, B = np.stack(list(a.values())).astype(float), np.stack(list(b.values())).astype(float)  # [S, N]
@@ -110,6 +117,8 @@ def main() -> int:
     ap.add_argument("--tasks", default="ocnli,tnews")
     ap.add_argument("--train-rows", type=int, default=4000, help="first N train rows of each task (a fixed subset)")
     ap.add_argument("--epochs", default="2")
+    ap.add_argument("--lr", default="", help="fine-tuning lr grid for both arms, e.g. 1e-4,3e-4,1e-3 (best mean dev "
+                    "score over seeds selected per arm and task; default: the size-aware default alone)")
     ap.add_argument("--cmrc-dev", type=int, default=500, help="CMRC2018 dev questions (0 = skip CMRC2018)")
     ap.add_argument("--vocab-size", type=int, default=8000)
     ap.add_argument("--bootstrap", type=int, default=2000)
@@ -142,7 +151,8 @@ def main() -> int:
                                   f"train.output_dir={run}", f"train.max_minutes={args.budget_minutes}",
                                   f"train.snapshot_minutes=[{','.join(map(str, snaps))}]", "wandb.mode=disabled"],
                                  log))
-    common = ["--data-dir", clue, "--device", "cpu", "--wandb-mode", "disabled"]
+    common = ["--data-dir", clue, "--device", "cpu", "--wandb-mode", "disabled",
+              *(["--lr", args.lr] if args.lr else [])]
     cls = out / "clue"
     stage("eval_cls", lambda: sh([sys.executable, "-m", "zhbert.cli", "eval", "clue", "--model", run, "--random-twin",
                                   "--tasks", args.tasks, "--seeds", args.seeds, "--epochs", args.epochs,
@@ -175,9 +185,9 @@ def report(out: Path, args, times: dict, snaps: list[float]) -> None:
         a, b = correctness(pre, task, gold), correctness(rnd, task, gold)
         tp, tr = pre["tasks"][task], rnd["tasks"][task]
         tasks[task] = {
-            "pretrained": {"mean": round(100 * tp["mean"], 2), "std": round(100 * tp["std"], 2),
+            "pretrained": {"mean": round(100 * tp["mean"], 2), "std": round(100 * tp["std"], 2), "lr": _lr(tp),
                            "seeds": {s: round(100 * float(c.mean()), 2) for s, c in a.items()}},
-            "random_init": {"mean": round(100 * tr["mean"], 2), "std": round(100 * tr["std"], 2),
+            "random_init": {"mean": round(100 * tr["mean"], 2), "std": round(100 * tr["std"], 2), "lr": _lr(tr),
                             "seeds": {s: round(100 * float(c.mean()), 2) for s, c in b.items()}},
             "majority": round(100 * tp["majority_rate"], 2) if tp.get("majority_rate") is not None else None,
             "dev_rows": int(len(next(iter(a.values())))), "train_rows": tp["train_size"],
@@ -217,17 +227,19 @@ def report(out: Path, args, times: dict, snaps: list[float]) -> None:
     lines = [f"Pretraining: {args.budget_minutes:g} training minutes, {meta['step']} steps, {meta['tokens']:,} tokens "
              f"({summary['pretraining']['tokens_per_s']:.0f} tokens/s), held-out MLM acc "
              f"{100 * meta.get('eval/mlm_acc', 0):.2f}%. Fine-tuning: first {args.train_rows} train rows, full dev, "
-             f"seeds {args.seeds}, {args.epochs} epochs, size-aware defaults (tiny: lr 3e-4, batch 32).", "",
-             "| task | pretrained | random init | majority | delta | 95% bootstrap CI | goal |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+             f"seeds {args.seeds}, {args.epochs} epochs, size-aware defaults (tiny: batch 32), "
+             + (f"lr grid {args.lr} (the best mean over seeds selected per arm and task)." if args.lr else "lr 3e-4."),
+             "", "| task | pretrained | random init | majority | delta | 95% bootstrap CI | goal | selected lr (pretrained / random) |",
+             "|---|---:|---:|---:|---:|---:|---|---|"]
     for task, t in tasks.items():
         bs = t["bootstrap"]
         goal = "" if t["goal"] is None else (f"+{t['goal']:.1f}: " + ("met" if t["goal_met"] else "not met"))
         lines.append(f"| {task.upper()} | {t['pretrained']['mean']:.2f} ± {t['pretrained']['std']:.2f} | "
                      f"{t['random_init']['mean']:.2f} ± {t['random_init']['std']:.2f} | {t['majority']} | "
-                     f"{t['delta']:+.2f} | [{bs['ci95'][0]:+.2f}, {bs['ci95'][1]:+.2f}] | {goal} |")
+                     f"{t['delta']:+.2f} | [{bs['ci95'][0]:+.2f}, {bs['ci95'][1]:+.2f}] | {goal} | "
+                     f"{t['pretrained']['lr']:g} / {t['random_init']['lr']:g} |")
     for arm, v in cmrc.items():
-        lines.append(f"| CMRC2018 ({arm}) | " + ", ".join(f"{k} {x}" for k, x in v.items()) + " | | | | | |")
+        lines.append(f"| CMRC2018 ({arm}) | " + ", ".join(f"{k} {x}" for k, x in v.items()) + " | | | | | | |")
     lines += ["", "| training minutes | step | tokens | held-out MLM acc % | OCNLI dev % (seed 1) |", "|---:|---:|---:|---:|---:|",
               f"| 0 (random init) | 0 | 0 | – | {summary['random_init_ocnli_seed1']} |"]
     lines += [f"| {c['minutes']:g} | {c['step']} | {c['tokens']:,} | {100 * (c['heldout_mlm_acc'] or 0):.2f} | "
