@@ -1,0 +1,75 @@
+"""scripts/clue_experiment.py's statistics: the bootstrap interval of the pretrained - random
+delta, the recomputed accuracy check, and the selected lr of a grid (hand-worked expectations)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def exp():
+    spec = importlib.util.spec_from_file_location("clue_experiment", REPO / "scripts" / "clue_experiment.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    return mod
+
+
+def test_bootstrap_delta_hand_worked(exp):
+    # 2 seeds x 4 dev rows. Mean over seeds per row: A = [1, .5, 1, 0], B = [0, .5, 1, 0];
+    # per-row differences [1, 0, 0, 0] -> delta 25 points. Every resample's mean lies in
+    # {0, .25, .5, .75, 1} and the interval must hold 25 with 0 <= lo <= 25 <= hi <= 100.
+    a = {"1": np.array([1, 1, 1, 0], bool), "2": np.array([1, 0, 1, 0], bool)}
+    b = {"1": np.array([0, 1, 1, 0], bool), "2": np.array([0, 0, 1, 0], bool)}
+    r = exp.bootstrap_delta(a, b, 4000, seed=0)
+    assert r["delta"] == 25.0
+    lo, hi = r["ci95"]
+    assert lo == 0.0 and hi == 75.0  # P(k <= 2 of 4 draws hit row 0) = .949 < .975 <= P(k <= 3)
+    # P(resampled mean <= 0) = P(row 0 never drawn in 4 draws) = (3/4)^4 = 0.316
+    assert abs(r["p_delta_le_0"] - 0.75 ** 4) < 0.03
+
+
+def test_bootstrap_delta_degenerate_cases(exp):
+    ones, zeros = {"1": np.ones(50, bool)}, {"1": np.zeros(50, bool)}
+    assert exp.bootstrap_delta(ones, zeros, 200) == {"delta": 100.0, "ci95": [100.0, 100.0], "resamples": 200,
+                                                     "p_delta_le_0": 0.0}
+    same = exp.bootstrap_delta(ones, ones, 200)
+    assert same["delta"] == 0.0 and same["ci95"] == [0.0, 0.0] and same["p_delta_le_0"] == 1.0
+
+
+def _fake_run(root: Path, preds: list[str], reported: float, lr: float = 3e-4) -> dict:
+    d = root / "ocnli" / "lr3e-04_bs32_ep2" / "seed1"
+    d.mkdir(parents=True)
+    (d / "dev_predictions.jsonl").write_text("".join(json.dumps({"id": i, "label": p}) + "\n"
+                                                     for i, p in enumerate(preds)))
+    (d / "result.json").write_text(json.dumps({"dev": {"accuracy": reported}}))
+    return {"_dir": str(root), "tasks": {"ocnli": {"seeds": [1], "selected": "lr3e-04_bs32_ep2",
+                                                   "protocol": {"selected": {"lr": lr}}}}}
+
+
+def test_correctness_recomputes_and_checks_the_reported_accuracy(exp, tmp_path):
+    gold = ["entailment", "-", "neutral", "contradiction"]  # "-": no gold label, not scored
+    preds = ["entailment", "neutral", "neutral", "neutral"]
+    res = _fake_run(tmp_path / "ok", preds, reported=2 / 3)
+    c = exp.correctness(res, "ocnli", gold)
+    assert c["1"].tolist() == [True, True, False]
+    bad = _fake_run(tmp_path / "bad", preds, reported=0.5)
+    with pytest.raises(SystemExit, match="recomputed accuracy 0.666667 != reported 0.500000"):
+        exp.correctness(bad, "ocnli", gold)
+
+
+def test_selected_lr(exp, tmp_path):
+    assert exp._lr(_fake_run(tmp_path, ["x"], 1.0, lr=1e-3)["tasks"]["ocnli"]) == 1e-3
+    legacy = {"selected": "p", "grid": {"p": {"hyperparameters": {"lr": 5e-4}}}}
+    assert exp._lr(legacy) == 5e-4
