@@ -3,7 +3,7 @@
 # domain (the four classical novels of ../shared/data/pretrain_corpus), with and without
 # `zhbert vocab extend`, and compare the three models on held-out domain text.
 #
-#   bash scripts/domain_adaptation_example.sh [OUT]          # default OUT=runs/da (~10 min, 2 cores)
+#   bash scripts/domain_adaptation_example.sh [OUT]          # default OUT=runs/da (~4 min, 2 cores)
 #
 # A base: the tiny model of configs/pretrain/tiny.yaml (corpora/sample, 2,501-token vocab, 200
 #   steps; trained here unless runs/pretrain/tiny/checkpoints/step_200 exists)
