@@ -93,9 +93,7 @@ def correctness(res: dict, task: str, gold: list) -> dict[str, np.ndarray]:
 
 def _lr(task_result: dict) -> float:
     """The selected grid point's fine-tuning lr (results.json: protocol.selected.lr)."""
-    t = task_result
-    sel = (t.get("protocol") or {}).get("selected") or {}
-    return float(sel.get("lr") if "lr" in sel else t["grid"][t["selected"]]["hyperparameters"]["lr"])
+    return float(task_result["protocol"]["selected"]["lr"])
 
 
 def bootstrap_delta(a: dict[str, np.ndarray], b: dict[str, np.ndarray], n: int, seed: int = 0) -> dict:

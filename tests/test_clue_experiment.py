@@ -71,5 +71,3 @@ def test_correctness_recomputes_and_checks_the_reported_accuracy(exp, tmp_path):
 
 def test_selected_lr(exp, tmp_path):
     assert exp._lr(_fake_run(tmp_path, ["x"], 1.0, lr=1e-3)["tasks"]["ocnli"]) == 1e-3
-    legacy = {"selected": "p", "grid": {"p": {"hyperparameters": {"lr": 5e-4}}}}
-    assert exp._lr(legacy) == 5e-4
