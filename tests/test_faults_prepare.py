@@ -235,11 +235,15 @@ def test_killed_worker_stops_the_run_naming_the_shard_and_the_rerun_resumes(tmp_
     args = prepare_cmd(corpus, out, "--workers", "2", "data.dedup=false", "data.shard_documents=30")
     proc = spawn(args)
 
-    def workers() -> list[int]:  # spawned workers: `python -c "from multiprocessing.spawn import spawn_main ..."`
+    def workers() -> list[int]:
+        # Forked workers (Linux) run the main process's command line; the other child is
+        # multiprocessing's resource tracker (`python -c "from multiprocessing.resource_tracker ..."`).
         found = []
+        with contextlib.suppress(OSError):
+            main = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
         for pid in children(proc.pid):
             with contextlib.suppress(OSError):
-                if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                if Path(f"/proc/{pid}/cmdline").read_bytes() == main:
                     found.append(pid)
         return found
 

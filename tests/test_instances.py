@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from zhbert.prep.instances import create_instances, create_instances_from_document, truncate_seq_pair, _Segment
+from zhbert.prep.instances import create_instances, create_instances_from_document, truncate_seq_pair
 
 CLS, SEP = 101, 102
 
@@ -111,19 +111,16 @@ def test_entity_ids_renumbered_across_segments():
 
 
 def test_truncate_seq_pair_takes_from_longer_side():
-    a, b = _Segment(), _Segment()
-    a.extend(sent(range(10)))
-    b.extend(sent(range(100, 103)))
-    truncate_seq_pair(a, b, 8, random.Random(0))
-    assert len(a) + len(b) == 8 and len(b) == 3 and len(a) == 5
-    # What is left of A is contiguous (cut only at the ends).
-    assert a.ids == list(range(a.ids[0], a.ids[0] + 5))
+    (fa, ba), (fb, bb) = truncate_seq_pair(10, 3, 8, random.Random(0))
+    # Only A (the longer) loses tokens, 5 of them, split between its front and back by coin
+    # flips: the same draws as Google's loop over rng.random() < 0.5.
+    rng = random.Random(0)
+    fronts = sum(rng.random() < 0.5 for _ in range(5))
+    assert (fb, bb) == (0, 0) and (fa, ba) == (fronts, 5 - fronts)
     # Ties go to B, then alternate: 4 + 4 -> 3 + 3 takes one from each.
-    a, b = _Segment(), _Segment()
-    a.extend(sent(range(4)))
-    b.extend(sent(range(4)))
-    truncate_seq_pair(a, b, 6, random.Random(1))
-    assert (len(a), len(b)) == (3, 3)
+    (fa, ba), (fb, bb) = truncate_seq_pair(4, 4, 6, random.Random(1))
+    assert (fa + ba, fb + bb) == (1, 1)
+    assert truncate_seq_pair(3, 3, 6, random.Random(1)) == ((0, 0), (0, 0))
 
 
 # ------------------------------------------------------------------------------------------

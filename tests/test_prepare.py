@@ -97,6 +97,8 @@ def test_output_format_stats_and_word_alignment(tmp_path, vocab, corpus):
     for key in ("duplicates_dropped", "skipped_lines", "skipped_locations", "alignment_failures", "seconds",
                 "chars_per_second"):
         assert key in stats
+    assert set(stats["cpu_seconds"]) == {"read", "segment", "pairs", "write", "finalise"}
+    assert all(v >= 0 for v in stats["cpu_seconds"].values())
 
     # The whole corpus' text appears (no instance is all [UNK]) and iPhone13 -> iphone ##13.
     pieces = 0
@@ -170,7 +172,7 @@ def test_same_output_with_one_or_two_workers(tmp_path, vocab, corpus):
         ta = datasets.load_from_disk(str(tmp_path / "w1" / split)).data.table
         tb = datasets.load_from_disk(str(tmp_path / "w2" / split)).data.table
         assert ta.equals(tb)
-    drop = ("seconds", "chars_per_second", "workers")
+    drop = ("seconds", "chars_per_second", "workers", "cpu_seconds")
     assert {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
     # A different seed gives different pairs.
     prepare(config(tmp_path, vocab, dir=str(tmp_path / "s2"), seed=8))

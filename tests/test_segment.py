@@ -186,7 +186,7 @@ def test_joined_batch_equals_per_sentence_reference(tok, shared_corpus_sample):
     fast, ref = Segmenter(), Segmenter()
     joined = [t for t in texts if "\r" not in t]
     batch = _segment_joined(joined, tok, fast)  # the fast path itself, no fallback to the reference
-    assert batch is not None and batch == segment_sentences_reference(joined, tok, ref)
+    assert batch is not None and batch.sentences() == segment_sentences_reference(joined, tok, ref)
     assert fast.align_failures == ref.align_failures
     assert segment_sentences(texts, tok, fast) == segment_sentences_reference(texts, tok, ref)  # "\r": per sentence
     dt = jieba.Tokenizer()  # the block cache gives jieba's own words

@@ -229,19 +229,6 @@ def _seed(*parts: Any) -> int:
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
 
 
-def _list_array(lists: list[list[int]], dtype):
-    """Arrow list array from Python lists via one flat numpy buffer (~4x faster than
-    letting pyarrow convert the nested lists)."""
-    import numpy as np
-    import pyarrow as pa
-
-    lens = np.fromiter(map(len, lists), dtype=np.int32, count=len(lists))
-    offsets = np.zeros(len(lists) + 1, dtype=np.int32)
-    np.cumsum(lens, out=offsets[1:])
-    values = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64, count=int(offsets[-1]))
-    return pa.ListArray.from_arrays(_arrow_array(offsets), _arrow_array(_narrow(values, dtype)))
-
-
 def _narrow(values, dtype):
     """int64 values as ``dtype``, refusing (never wrapping) a value the type cannot hold."""
     import numpy as np
@@ -263,20 +250,44 @@ def _arrow_array(values):
 
 
 def _write_arrow(path: Path, instances: list[dict], columns=SCHEMA) -> None:
+    """``_write_columns`` for instances as dicts of Python lists (one per instance)."""
+    import numpy as np
+
+    cols = {}
+    for c in columns:
+        if c.per_token:
+            lists = [i[c.name] for i in instances]
+            offsets = np.zeros(len(lists) + 1, dtype=np.int64)
+            np.cumsum(np.fromiter(map(len, lists), dtype=np.int64, count=len(lists)), out=offsets[1:])
+            values = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64, count=int(offsets[-1]))
+            cols[c.name] = (values, offsets)
+        else:
+            cols[c.name] = np.fromiter((i[c.name] for i in instances), dtype=np.int64, count=len(instances))
+    _write_columns(path, cols, columns)
+
+
+def _write_columns(path: Path, cols: dict, columns=SCHEMA) -> None:
     """One Arrow IPC stream file (the format ``datasets`` caches in), read back with
     ``datasets.Dataset.from_file``. Plain pyarrow: workers need not import ``datasets``.
 
-    columns: ``storage_columns(vocab_size, max_seq_length)``, the element types to store; a
-    value outside its type is a DataError (``_narrow``), never a silent wrap-around."""
+    cols: column name -> (values (L,), offsets (N + 1,)) for a per-token column, (N,) values
+    otherwise (``instances.gather``'s output). columns: ``storage_columns(vocab_size,
+    max_seq_length)``, the element types to store; a value outside its type is a DataError
+    (``_narrow``), never a silent wrap-around."""
     import numpy as np
     import pyarrow as pa
 
-    arrays = [
-        _list_array([i[c.name] for i in instances], c.dtype) if c.per_token
-        else _arrow_array(_narrow(np.fromiter((i[c.name] for i in instances), dtype=np.int64, count=len(instances)),
-                                  c.dtype))
-        for c in columns
-    ]
+    arrays = []
+    for c in columns:
+        if c.per_token:
+            values, offsets = cols[c.name]
+            offsets = np.asarray(offsets)
+            if offsets[-1] > np.iinfo(np.int32).max:
+                raise DataError(f"{path}: {offsets[-1]} tokens in one Arrow file (at most 2**31 - 1)")
+            arrays.append(pa.ListArray.from_arrays(_arrow_array(offsets.astype(np.int32)),
+                                                   _arrow_array(_narrow(np.asarray(values), c.dtype))))
+        else:
+            arrays.append(_arrow_array(_narrow(np.asarray(cols[c.name]), c.dtype)))
     table = pa.Table.from_arrays(arrays, schema=arrow_schema(columns))
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
@@ -356,8 +367,10 @@ def process_shard(job: dict) -> dict:
 
 
 def _process_shard(job: dict) -> dict:
-    from zhbert.prep.instances import create_instances
-    from zhbert.prep.segment import segment_sentences
+    import numpy as np
+
+    from zhbert.prep.instances import DocTokens, gather, plan_instances
+    from zhbert.prep.segment import Segmented, segment_batch
 
     t0 = time.perf_counter()
     tok, seg = _components(job)
@@ -370,66 +383,93 @@ def _process_shard(job: dict) -> dict:
     # Which process works on this shard: named in the error if the process dies.
     (shard_dir / "worker.json").write_text(json.dumps({"pid": os.getpid()}), encoding="utf-8")
 
-    # Tokenize + segment all sentences of the shard in batches, then regroup per document.
+    # Tokenize + segment all sentences of the shard in batches (arrays, end to end).
+    c0 = time.process_time()
     texts = [s for _, sents, _ in job["docs"] for s in sents]
-    aligned = []
+    parts = []
     b = 0
     while b < len(texts):
         e, chars = b, 0
         while e < len(texts) and e - b < _SEGMENT_BATCH and (e == b or chars + len(texts[e]) <= _SEGMENT_BATCH_CHARS):
             chars += len(texts[e])
             e += 1
-        aligned.extend(segment_sentences(texts[b:e], tok, seg))
+        parts.append(segment_batch(texts[b:e], tok, seg))
         b = e
+    segd = Segmented.concat(parts)
+    del parts
     stats: dict[str, Any] = {"shard": index, "documents": len(job["docs"]),
                              "sentences": len(texts), "chars": sum(map(len, texts)),
                              "alignment_failures": seg.align_failures - failures0}
     del texts
-    # Sentences over the token budget become pieces (module docstring, "Long text").
+
+    # Regroup per document: sentences with no token dropped, sentences over the token budget
+    # cut into pieces (module docstring, "Long text"; the pieces go after the batch's
+    # sentences and take their place in ``order``, the sentences in document order).
     budget = job["max_seq_length"] - (2 if job["pair_mode"] == "none" else 3)
     piece = budget if job["pair_mode"] == "none" else max(budget // 2, 1)
-    docs: dict[str, list] = {"train": [], "validation": []}
-    k = split_long = 0
-    for pos, (_, sents, is_val) in enumerate(job["docs"]):
-        cut_pieces, cut_sources = job.get("cut", {}).get(pos, ((), 0))
-        split_long += cut_sources
-        doc = []
-        for j, a in enumerate(aligned[k:k + len(sents)]):
-            if not a.ids:
-                continue  # a sentence with no token
-            if len(a.ids) > budget:
-                split_long += j not in cut_pieces
-                doc.extend(_split_long(a, piece))
-            else:
-                doc.append(a)
-        k += len(sents)
-        if doc:
-            docs["validation" if is_val else "train"].append(doc)
-    del aligned
+    n_docs, n = len(job["docs"]), len(segd)
+    doc_sents = np.fromiter((len(sents) for _, sents, _ in job["docs"]), dtype=np.int64, count=n_docs)
+    doc_first = np.cumsum(doc_sents) - doc_sents
+    doc_of = np.repeat(np.arange(n_docs), doc_sents)  # (n,)
+    lens = segd.lengths()
+    count = (lens > 0).astype(np.int64)  # slots of each sentence in ``order``
+    cuts = job.get("cut", {})
+    split_long = sum(sources for _, sources in cuts.values())
+    pieces, extra = {}, []
+    for k in np.flatnonzero(lens > budget).tolist():
+        d = int(doc_of[k])
+        split_long += (k - int(doc_first[d])) not in cuts.get(d, ((), 0))[0]  # not already cut while reading
+        new = _split_long(segd.sentence(k), piece)
+        pieces[k] = range(n + len(extra), n + len(extra) + len(new))
+        extra.extend(new)
+        count[k] = len(new)
+    if extra:
+        segd = Segmented.concat([segd, Segmented.from_sentences(extra)])
+    slot_sentence = np.repeat(np.arange(n), count)
+    order = slot_sentence.copy()
+    first_slot = np.cumsum(count) - count
+    for k, ids in pieces.items():
+        order[first_slot[k]:first_slot[k] + len(ids)] = ids
+    slot_doc = doc_of[slot_sentence]
+    doc_sizes = np.bincount(slot_doc, minlength=n_docs)
+    is_val = np.fromiter((v for _, _, v in job["docs"]), dtype=bool, count=n_docs)
     stats["split_long_sentences"] = split_long
+    cpu = {"segment": time.process_time() - c0, "pairs": 0.0, "write": 0.0}
 
     tokens = unk = random_next = 0
+    columns = storage_columns(tok.vocab_size, job["max_seq_length"])
     for split in SPLITS:
-        instances: list[dict] = []
+        c0 = time.process_time()
+        in_split = is_val if split == "validation" else ~is_val
+        sub = segd.take(order[in_split[slot_doc]])
+        pool = DocTokens.from_arrays(sub.ids, sub.word_ids, sub.entity_ids, sub.starts,
+                                     doc_sizes[in_split & (doc_sizes > 0)])
+        del sub
+        plans: list = []
         for dupe in range(job["dupe_factor"]):
             rng = random.Random(_seed(job["seed"], index, dupe, split))
-            instances.extend(create_instances(docs[split], job["max_seq_length"], job["short_seq_prob"],
-                                              job["pair_mode"], rng, tok.cls_id, tok.sep_id))
+            plans.extend(plan_instances(pool.offsets, job["max_seq_length"], job["short_seq_prob"],
+                                        job["pair_mode"], rng))
         # Google shuffles the instances of its whole output; we shuffle within the shard (the
         # trainer samples randomly across shards anyway).
-        random.Random(_seed(job["seed"], index, "shuffle", split)).shuffle(instances)
-        _write_arrow(shard_dir / f"{split}.arrow", instances, storage_columns(tok.vocab_size, job["max_seq_length"]))
-        stats[f"{split}_documents"] = len(docs[split])
-        stats[f"{split}_instances"] = len(instances)
+        random.Random(_seed(job["seed"], index, "shuffle", split)).shuffle(plans)
+        cols = gather(pool, plans, tok.cls_id, tok.sep_id)
+        del pool
+        c1 = time.process_time()
+        _write_columns(shard_dir / f"{split}.arrow", cols, columns)
+        cpu["pairs"] += c1 - c0
+        cpu["write"] += time.process_time() - c1
+        ids = cols["input_ids"][0]
+        stats[f"{split}_documents"] = int((in_split & (doc_sizes > 0)).sum())
+        stats[f"{split}_instances"] = len(plans)
         stats[f"{split}_bytes"] = (shard_dir / f"{split}.arrow").stat().st_size
-        for inst in instances:
-            ids = inst["input_ids"]
-            tokens += len(ids)
-            unk += ids.count(tok.unk_id)
-            random_next += inst["next_sentence_label"] == 1
-        del instances
+        tokens += len(ids)
+        unk += int((ids == tok.unk_id).sum())
+        random_next += int((cols["next_sentence_label"] == 1).sum())
+        del cols, plans
     stats.update(tokens=tokens, unk_tokens=unk, random_next=random_next,
-                 seconds=round(time.perf_counter() - t0, 3))
+                 seconds=round(time.perf_counter() - t0, 3),
+                 **{f"cpu_{k}": round(v, 4) for k, v in cpu.items()})
     write_json_atomic(shard_dir / "shard.json", stats)  # last: marks the shard finished
     return stats
 
@@ -820,6 +860,19 @@ def _shard_jobs(cfg: DataConfig, read_stats, out: Path, fraction: Optional[float
         yield job()
 
 
+def _timed(it: Iterator, seconds: list[float]) -> Iterator:
+    """``it``, adding the CPU time this process spends producing its items to seconds[0]."""
+    while True:
+        c0 = time.process_time()
+        try:
+            item = next(it)
+        except StopIteration:
+            seconds[0] += time.process_time() - c0
+            return
+        seconds[0] += time.process_time() - c0
+        yield item
+
+
 def _run_jobs(jobs: Iterator[dict], workers: int, done: set[int]) -> Iterator[tuple[dict, dict, bool]]:
     """(job, shard stats, reused) in shard order; at most 2 * workers shards in flight.
 
@@ -840,17 +893,31 @@ def _run_jobs(jobs: Iterator[dict], workers: int, done: set[int]) -> Iterator[tu
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_pool_worker_init)
-    procs = getattr(pool, "_processes", None)  # pid -> Process (CPython 3.9+), filled as workers start
-    if procs is None:
-        procs = {}
+    pool = None
+    procs: dict = {}  # pid -> Process (CPython 3.9+: the executor's own dict, filled as workers start)
+
+    def submit(job):
+        nonlocal pool, procs
+        if pool is None:  # at the first shard to process (a resumed run may have none)
+            context = _worker_context()
+            if context.get_start_method() == "fork":
+                # Forked workers inherit the tokenizer and segmenter loaded once here
+                # (copy-on-write): ~0.6 s of CPU per worker less than each loading its own,
+                # plus the imports a spawned worker repeats.
+                _components(job)
+            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_pool_worker_init)
+            found = getattr(pool, "_processes", None)  # filled as the workers start
+            if found is not None:
+                procs = found
+        return pool.submit(process_shard, job)
+
     pending: collections.deque = collections.deque()
     ok = False
     try:
         try:
             for job in jobs:
                 s = reused(job)
-                pending.append((job, s, True) if s is not None else (job, pool.submit(process_shard, job), False))
+                pending.append((job, s, True) if s is not None else (job, submit(job), False))
                 while len(pending) > 2 * workers or (pending and pending[0][2]):
                     yield _next_result(pending)
             while pending:
@@ -864,10 +931,19 @@ def _run_jobs(jobs: Iterator[dict], workers: int, done: set[int]) -> Iterator[tu
             dead = [(pid, p.exitcode) for pid, p in list(procs.items()) if p.exitcode not in (None, 0, -signal.SIGTERM)]
             raise _dead_worker(dead, [j for j, _, was in pending if not was]) from None
     finally:
-        if not ok:  # an error or an interrupt: do not wait for the shards in progress
-            pool.shutdown(wait=False, cancel_futures=True)
-            _stop_workers(procs)
-        pool.shutdown(wait=True)
+        if pool is not None:
+            if not ok:  # an error or an interrupt: do not wait for the shards in progress
+                pool.shutdown(wait=False, cancel_futures=True)
+                _stop_workers(procs)
+            pool.shutdown(wait=True)
+
+
+def _worker_context():
+    """How worker processes start: ``fork`` on Linux (they inherit what the main process has
+    loaded; the executor starts them all at once, before any thread of its own), ``spawn``
+    elsewhere (macOS and Windows, where forking a process that has loaded native libraries is
+    unsafe)."""
+    return multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
 
 
 def _stop_workers(procs: dict) -> None:
@@ -1018,7 +1094,8 @@ def _prepare_locked(cfg: DataConfig, out: Path, tokenizer, t0: float) -> dict:
     shards = reused_shards = processed_chars = 0
     bar = tqdm(unit="char", unit_scale=True, desc="prepare", disable=None)
     val_fraction = validation_fraction(cfg, meta["input_files"])
-    jobs = _shard_jobs(cfg, read_stats, work, val_fraction)
+    read_cpu = [0.0]
+    jobs = _timed(_shard_jobs(cfg, read_stats, work, val_fraction), read_cpu)
     progress = _Progress(bar)
     drop = False
     try:
@@ -1034,6 +1111,8 @@ def _prepare_locked(cfg: DataConfig, out: Path, tokenizer, t0: float) -> dict:
                           "tokens", "unk_tokens", "random_next", "alignment_failures", "split_long_sentences"):
                     totals[k] += s.get(k, 0)
                 if not reused:
+                    for k in ("segment", "pairs", "write"):
+                        totals[f"cpu_{k}"] += s.get(f"cpu_{k}", 0.0)
                     processed_chars += s["chars"]
                     bar.update(s["chars"])
                 bar.set_postfix(shards=shards, instances=totals["train_instances"] + totals["validation_instances"])
@@ -1044,7 +1123,9 @@ def _prepare_locked(cfg: DataConfig, out: Path, tokenizer, t0: float) -> dict:
             raise DataError(f"no training instances could be built from {', '.join(map(str, cfg.input))} "
                             f"({read_stats.documents} documents, {totals['validation_documents']} of them "
                             f"for validation; too few or too short for pair_mode {cfg.pair_mode}?)")
+        c0 = time.process_time()
         written = _finalise(work, shards, tokenizer, storage_columns(tokenizer.vocab_size, cfg.max_seq_length))
+        finalise_cpu = time.process_time() - c0
         # The counts come from the Arrow files just written; the shards' own counts must agree.
         for k in ("train_instances", "validation_instances", "tokens", "unk_tokens", "random_next"):
             if written[k] != totals[k]:
@@ -1084,6 +1165,11 @@ def _prepare_locked(cfg: DataConfig, out: Path, tokenizer, t0: float) -> dict:
             "workers": cfg.workers,
             "seconds": round(seconds, 3),
             "chars_per_second": round(processed_chars / seconds, 1) if seconds > 0 else None,
+            # Where the CPU went (seconds, all processes): reading + normalising + dedup in the
+            # main process, then per shard segmenting (tokenize, cut, align), pairs, Arrow.
+            "cpu_seconds": {"read": round(read_cpu[0], 3),
+                            **{k: round(totals[f"cpu_{k}"], 3) for k in ("segment", "pairs", "write")},
+                            "finalise": round(finalise_cpu, 3)},
             "vocab_sha256": meta["vocab_sha256"],
         }
         write_json_atomic(work / STATS_FILE, stats)

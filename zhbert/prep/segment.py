@@ -523,6 +523,78 @@ class AlignedSentence:
         return self.word_ids[-1] + 1 if self.word_ids else 0
 
 
+@dataclass
+class Segmented:
+    """Many aligned sentences end to end: what ``segment_batch`` returns (n sentences, T tokens).
+
+    ids, word_ids, entity_ids: (T,) int64, numbered per sentence as in ``AlignedSentence``.
+    starts: (n + 1,) int64, sentence k is tokens [starts[k], starts[k + 1]).
+    aligned: (n,) bool, False where the character-level fallback was used.
+    """
+
+    ids: "np.ndarray"
+    word_ids: "np.ndarray"
+    entity_ids: "np.ndarray"
+    starts: "np.ndarray"
+    aligned: "np.ndarray"
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def lengths(self):
+        return self.starts[1:] - self.starts[:-1]
+
+    def sentence(self, k: int) -> AlignedSentence:
+        a, b = int(self.starts[k]), int(self.starts[k + 1])
+        return AlignedSentence(self.ids[a:b].tolist(), self.word_ids[a:b].tolist(), self.entity_ids[a:b].tolist(),
+                               bool(self.aligned[k]))
+
+    def sentences(self) -> list[AlignedSentence]:
+        ids, words, ents, bounds = (self.ids.tolist(), self.word_ids.tolist(), self.entity_ids.tolist(),
+                                    self.starts.tolist())
+        return [AlignedSentence(ids[a:b], words[a:b], ents[a:b], ok)
+                for a, b, ok in zip(bounds, bounds[1:], self.aligned.tolist())]
+
+    @classmethod
+    def from_sentences(cls, sents: Sequence) -> "Segmented":
+        """From anything with ``ids``, ``word_ids`` and ``entity_ids`` lists (and optionally
+        ``aligned``)."""
+        import numpy as np
+
+        lens = np.fromiter((len(s.ids) for s in sents), dtype=np.int64, count=len(sents))
+        starts = np.zeros(len(sents) + 1, dtype=np.int64)
+        np.cumsum(lens, out=starts[1:])
+        total = int(starts[-1])
+
+        def flat(field):
+            return np.fromiter(chain.from_iterable(getattr(s, field) for s in sents), dtype=np.int64, count=total)
+
+        aligned = np.fromiter((getattr(s, "aligned", True) for s in sents), dtype=bool, count=len(sents))
+        return cls(flat("ids"), flat("word_ids"), flat("entity_ids"), starts, aligned)
+
+    @classmethod
+    def concat(cls, parts: Sequence["Segmented"]) -> "Segmented":
+        import numpy as np
+
+        if not parts:
+            return cls.from_sentences([])
+        shift = np.cumsum([0] + [int(p.starts[-1]) for p in parts[:-1]])
+        starts = np.concatenate([parts[0].starts[:1]] + [p.starts[1:] + d for p, d in zip(parts, shift)])
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("ids", "word_ids", "entity_ids")),
+                   starts, np.concatenate([p.aligned for p in parts]))
+
+    def take(self, order) -> "Segmented":
+        """The sentences ``order`` (indices, in that order)."""
+        import numpy as np
+
+        order = np.asarray(order, dtype=np.int64)
+        lens = self.lengths()[order]
+        starts = np.zeros(len(order) + 1, dtype=np.int64)
+        np.cumsum(lens, out=starts[1:])
+        idx = np.repeat(self.starts[:-1][order] - starts[:-1], lens) + np.arange(int(starts[-1]), dtype=np.int64)
+        return Segmented(self.ids[idx], self.word_ids[idx], self.entity_ids[idx], starts, self.aligned[order])
+
+
 def _continuation_flags(tokenizer_or_fn) -> Callable[[int], bool]:
     if isinstance(tokenizer_or_fn, ChineseTokenizer):
         flags = tokenizer_or_fn.continuation_flags()
@@ -628,13 +700,19 @@ def _align_merging(ids, starts, ends, char_word, is_cont, n_text):
 def segment_sentences(
     texts: Sequence[str], tokenizer: ChineseTokenizer, segmenter: Segmenter
 ) -> list[AlignedSentence]:
+    """``segment_batch`` as one ``AlignedSentence`` per text."""
+    return segment_batch(texts, tokenizer, segmenter).sentences()
+
+
+def segment_batch(texts: Sequence[str], tokenizer: ChineseTokenizer, segmenter: Segmenter) -> Segmented:
     """Tokenize and segment many sentences; same result as ``align`` on each, faster.
 
     The batch is processed as one string (the texts joined by "\\n", which jieba never
     joins across): one ``segmenter.cut_codes`` call, token ids of CJK characters and
     punctuation from the tokenizer's code-point table (``FastPath.code_ids``) in one numpy
     step, only the runs between them (Latin words, numbers) through the Rust tokenizer, and
-    word / entity ids as dense ranks computed with numpy (see ``_segment_joined``).
+    word / entity ids as dense ranks computed with numpy (see ``_segment_joined``), returned
+    as arrays (``Segmented``) without a Python list per sentence.
     Sentences where a token crosses a jieba word boundary take the general alignment
     (``_align``).
 
@@ -650,7 +728,7 @@ def segment_sentences(
         out = _segment_joined(texts, tokenizer, segmenter)
         if out is not None:
             return out
-    return segment_sentences_reference(texts, tokenizer, segmenter)
+    return Segmented.from_sentences(segment_sentences_reference(texts, tokenizer, segmenter))
 
 
 def segment_sentences_reference(
@@ -733,7 +811,7 @@ def _entity_ids(span_of_jieba, first_jieba, word_ids) -> list[int]:
     return list(map(word_span.__getitem__, word_ids))
 
 
-def _segment_joined(texts, tokenizer: ChineseTokenizer, segmenter: Segmenter) -> Optional[list[AlignedSentence]]:
+def _segment_joined(texts, tokenizer: ChineseTokenizer, segmenter: Segmenter) -> Optional[Segmented]:
     """``segment_sentences`` on the texts joined by "\\n" (None: take the per-sentence path).
 
     Arrays below run over the joined string (chars), its jieba words, or its tokens (in
@@ -745,7 +823,7 @@ def _segment_joined(texts, tokenizer: ChineseTokenizer, segmenter: Segmenter) ->
     import numpy as np
 
     if not texts:
-        return []
+        return Segmented.from_sentences([])
     joined = "\n".join(texts)
     n_chars = len(joined)
     words, codes = segmenter.cut_codes(joined)  # separators are "x": no span crosses a sentence
@@ -793,7 +871,7 @@ def _segment_joined(texts, tokenizer: ChineseTokenizer, segmenter: Segmenter) ->
         tok_start, tok_end, tok_id = fast_pos, fast_pos + 1, char_ids[fast_pos].astype(np.int64)
     n_tok = len(tok_id)
     if n_tok == 0:
-        return [AlignedSentence([], [], [], True) for _ in texts]
+        return Segmented.from_sentences([AlignedSentence([], [], [], True) for _ in texts])
     # Sentence of each token, and each sentence's token range.
     tok_sent = np.searchsorted(text_start, tok_start, side="right") - 1
     sent_first_tok = np.searchsorted(tok_sent, np.arange(len(texts) + 1), side="left")
@@ -821,21 +899,28 @@ def _segment_joined(texts, tokenizer: ChineseTokenizer, segmenter: Segmenter) ->
     ce = np.cumsum(new_ent)
     ent_ids = np.where(ent >= 0, ce - 1 - (ce - new_ent)[sent_first_tok[:-1]].repeat(np.diff(sent_first_tok)), -1)
 
-    ids_l, words_l, ents_l = tok_id.tolist(), word_ids.tolist(), ent_ids.tolist()
-    bounds = sent_first_tok.tolist()
-    out = []
-    for k in range(len(texts)):
-        a, b = bounds[k], bounds[k + 1]
-        if k in bad_sents:
-            sent = _align_one(texts[k], fast, words[first_word[k]:first_word[k + 1] - 1],
-                              codes[first_word[k]:first_word[k + 1] - 1] if codes else "",
-                              tokenizer.continuation_flags().__getitem__)
-            if not sent.aligned:
-                segmenter.align_failures += 1
-            out.append(sent)
-        else:
-            out.append(AlignedSentence(ids_l[a:b], words_l[a:b], ents_l[a:b], True))
-    return out
+    out = Segmented(tok_id, word_ids, ent_ids, sent_first_tok, np.ones(len(texts), dtype=bool))
+    if not bad_sents:
+        return out
+    # The few sentences with a token across a jieba word boundary: the general alignment,
+    # spliced in place of their rows.
+    fixed = []
+    for k in sorted(bad_sents):
+        sent = _align_one(texts[k], fast, words[first_word[k]:first_word[k + 1] - 1],
+                          codes[first_word[k]:first_word[k + 1] - 1] if codes else "",
+                          tokenizer.continuation_flags().__getitem__)
+        if not sent.aligned:
+            segmenter.align_failures += 1
+        fixed.append(sent)
+    parts, prev = [], 0
+    for k, sent in zip(sorted(bad_sents), fixed):
+        if k > prev:
+            parts.append(out.take(np.arange(prev, k)))
+        parts.append(Segmented.from_sentences([sent]))
+        prev = k + 1
+    if prev < len(texts):
+        parts.append(out.take(np.arange(prev, len(texts))))
+    return Segmented.concat(parts)
 
 
 def _ragged_arange(lengths):
