@@ -498,3 +498,24 @@ def test_explicit_table_format_reads_only_that_kind(tmp_path):
     assert stats.skipped_files == [{"path": str(folder / "README.md"), "reason": "not a parquet input (--format parquet)"}]
     with pytest.raises(DataError, match=r"README\.md: not a parquet input \(--format parquet\); remove it"):
         read_documents([folder / "README.md"], fmt="parquet")
+
+
+def test_hash_set_is_a_set_of_64_bit_ints():
+    """The exact-dedup set (zhbert.prep.corpus.HashSet) against Python's set: random hashes,
+    0 and 2**64 - 1, values sharing their low bits (long probe runs), repeats, growth."""
+    import random
+
+    from zhbert.prep.corpus import HashSet
+
+    rng = random.Random(0)
+    values = [rng.getrandbits(64) for _ in range(20000)] + [0, 0, 1, 2**64 - 1]
+    values += [rng.getrandbits(44) << 20 for _ in range(500)]  # all in slot 0 of a small table
+    values += values[:3000]
+    got, want = HashSet(2), set()
+    for v in values:
+        assert got.add(v) == (v not in want)
+        want.add(v)
+    assert len(got) == len(want) == 20503
+    assert all(v in got for v in want)
+    assert not any(v in got for v in (rng.getrandbits(64) for _ in range(2000)) if v not in want)
+    assert len(got._table) * 2 // 3 >= len(want) > len(got._table) // 3  # grew, at most 2/3 full

@@ -54,6 +54,7 @@ is an error naming it.
 
 from __future__ import annotations
 
+import array
 import bz2
 import codecs
 import functools
@@ -820,6 +821,68 @@ _READERS = {"bert": _read_bert, "plain": _read_plain, "jsonl": _read_jsonl, "wik
             "wikidump": _read_wikidump, "parquet": _read_parquet, "datasets": _read_datasets}
 
 
+class HashSet:
+    """A set of 64-bit integers (document hashes) in 8 bytes a slot: open addressing with
+    linear probing in an ``array('Q')``, at most 2/3 full, so 12-24 bytes an entry against
+    ~80 for a Python ``set`` of ints (a 1 GB corpus has over a million documents: ~20 MB
+    instead of ~100 MB in the reading process). The values are hashes, uniform in their low
+    bits, which pick the slot; 0 marks an empty slot, so the value 0 is kept apart."""
+
+    __slots__ = ("_table", "_mask", "_size", "_zero")
+
+    def __init__(self, capacity: int = 1 << 12):
+        capacity = 1 << max(int(capacity) - 1, 1).bit_length()  # a power of 2
+        self._table = array.array("Q", bytes(8 * capacity))
+        self._mask = capacity - 1
+        self._size = 0
+        self._zero = False
+
+    def __len__(self) -> int:
+        return self._size + self._zero
+
+    def __contains__(self, value: int) -> bool:
+        if value == 0:
+            return self._zero
+        table, mask = self._table, self._mask
+        i = value & mask
+        while True:
+            v = table[i]
+            if v == value:
+                return True
+            if v == 0:
+                return False
+            i = (i + 1) & mask
+
+    def add(self, value: int) -> bool:
+        """Add ``value`` (0 <= value < 2**64); True if it was not in the set."""
+        if value == 0:
+            new, self._zero = not self._zero, True
+            return new
+        table, mask = self._table, self._mask
+        i = value & mask
+        while True:
+            v = table[i]
+            if v == value:
+                return False
+            if v == 0:
+                break
+            i = (i + 1) & mask
+        table[i] = value
+        self._size += 1
+        if 3 * self._size > 2 * len(table):
+            self._grow()
+        return True
+
+    def _grow(self) -> None:
+        old = self._table
+        self._table = array.array("Q", bytes(16 * len(old)))
+        self._mask = 2 * len(old) - 1
+        self._size = 0
+        for v in old:
+            if v:
+                self.add(v)
+
+
 def _doc_hash(sentences: list[str]) -> int:
     digest = hashlib.blake2b("\n".join(sentences).encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "little")
@@ -856,7 +919,7 @@ def iter_documents(
     if stats is None:
         stats = ReadStats()
     min_chars = max(int(min_sentence_chars), 1)
-    seen: set[int] = set()
+    seen = HashSet()
     near = None
     if near_dedup:
         from zhbert.prep.dedup import NearDuplicates
@@ -870,12 +933,9 @@ def iter_documents(
             sentences = [s for s in sentences if len(s) >= min_chars]
             if not sentences:
                 continue
-            if dedup:
-                h = _doc_hash(sentences)
-                if h in seen:
-                    stats.duplicates_dropped += 1
-                    continue
-                seen.add(h)
+            if dedup and not seen.add(_doc_hash(sentences)):
+                stats.duplicates_dropped += 1
+                continue
             if near is not None and near.seen_before(sentences):
                 stats.near_duplicates_dropped += 1
                 continue
