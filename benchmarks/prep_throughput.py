@@ -28,6 +28,7 @@ import json
 import multiprocessing
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -117,16 +118,15 @@ _STARTUP = {
 
 def breakdown(docs: list[list[str]], vocab: str, rounds: int = 2, engine: str = "fastcut",
               profile: bool = False) -> None:
-    """Where prepare's CPU goes, one process, ``time.process_time``; best of `rounds`."""
-    import random
+    """Where prepare's CPU goes, one process, ``time.process_time``; best of `rounds`.
 
+    jieba.lcut and the bare cut are timed here; prepare's own stages are what its stats.json
+    reports (``cpu_seconds``: read, segment, pairs, write, finalise), from a whole in-process
+    prepare (``workers: 1``) of the same documents."""
     import jieba
 
-    from zhbert.prep.instances import create_instances
-    from zhbert.prep.format import storage_columns
-    from zhbert.prep.prepare import _SEGMENT_BATCH, _gc_paused, _write_arrow
-    from zhbert.prep.segment import Segmenter, segment_sentences, segment_sentences_reference
-    from zhbert.prep.tokenizer import ChineseTokenizer
+    from zhbert.prep.prepare import _SEGMENT_BATCH, _gc_paused
+    from zhbert.prep.segment import Segmenter
 
     texts = [s for d in docs for s in d]
     for name, code in _STARTUP.items():
@@ -135,42 +135,30 @@ def breakdown(docs: list[list[str]], vocab: str, rounds: int = 2, engine: str = 
         subprocess.run([sys.executable, "-c", code], check=True)
         print(f"start-up {name:<26} {_cpu() - c0:6.2f} s CPU (fresh process, imports included)")
     _init_jieba()
-    tok = ChineseTokenizer.from_vocab(vocab)
-    tok.fast_path().code_ids
     batches = [texts[i:i + _SEGMENT_BATCH] for i in range(0, len(texts), _SEGMENT_BATCH)]
-    aligned: list = []
-
-    def segment(fn):
-        seg = Segmenter(engine=engine)  # fresh caches each round
-        aligned[:] = [a for b in batches for a in fn(b, tok, seg)]
 
     def cut():
         seg = Segmenter(engine=engine)
         for b in batches:
             seg.cut_codes("\n".join(b))
 
-    def pairs():
-        k, ds = 0, []
-        for d in docs:
-            ds.append([a for a in aligned[k:k + len(d)] if a.ids])
-            k += len(d)
-        aligned_docs[:] = create_instances([d for d in ds if d], 512, 0.1, "nsp", random.Random(0), tok.cls_id, tok.sep_id)
-
-    aligned_docs: list = []
-    columns = storage_columns(tok.vocab_size, 512)
-    steps = [
-        ("jieba.lcut per sentence", lambda: [jieba.lcut(t) for t in texts]),
-        (f"Segmenter.cut_codes ({engine}, joined)", cut),
-        ("segment_sentences (reference)", lambda: segment(segment_sentences_reference)),
-        ("segment_sentences", lambda: segment(segment_sentences)),
-        ("create_instances (nsp)", pairs),
-        ("Arrow file", lambda: _write_arrow(Path(tempfile.mkdtemp()) / "x.arrow", aligned_docs, columns)),
-    ]
     chars = sum(map(len, texts))
+    tmp = Path(tempfile.mkdtemp())
+    corpus = tmp / "corpus.txt"
+    corpus.write_text("\n\n".join("\n".join(d) for d in docs) + "\n", encoding="utf-8")
+    stages: dict = {}
+
+    def whole():
+        _, _, stats = run_prepare(corpus, vocab, 1, 500_000, tmp / "out", engine)
+        stages.clear()
+        stages.update(stats["cpu_seconds"])
+
+    def line(name, seconds, base):
+        print(f"{name:<35} {seconds:6.2f} s CPU  {chars / seconds / 1e3:7.0f}K chars/s  {seconds / base:5.2f}x jieba")
+
     base = None
-    gc.collect()
-    gc.freeze()  # as a prepare worker does with its tokenizer and jieba tables
-    for name, fn in steps:
+    for name, fn in [("jieba.lcut per sentence", lambda: [jieba.lcut(t) for t in texts]),
+                     (f"Segmenter.cut_codes ({engine}, joined)", cut), ("prepare (in process)", whole)]:
         best = float("inf")
         for _ in range(rounds):
             c0 = time.process_time()
@@ -178,20 +166,19 @@ def breakdown(docs: list[list[str]], vocab: str, rounds: int = 2, engine: str = 
                 fn()
             best = min(best, time.process_time() - c0)
         base = base or best
-        print(f"{name:<35} {best:6.2f} s CPU  {chars / best / 1e3:7.0f}K chars/s  {best / base:5.2f}x jieba")
+        line(name, best, base)
+    for name, seconds in stages.items():  # of the last round
+        line(f"  {name}", max(seconds, 1e-6), base)
     if profile:
         import cProfile
         import pstats
 
-        # What a worker does after the cut: the whole shard path (segment + align, pairs, Arrow)
         prof = cProfile.Profile()
-        with _gc_paused():
-            prof.enable()
-            segment(segment_sentences)
-            pairs()
-            _write_arrow(Path(tempfile.mkdtemp()) / "x.arrow", aligned_docs, columns)
-            prof.disable()
+        prof.enable()
+        whole()
+        prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv=None) -> int:

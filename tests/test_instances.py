@@ -247,3 +247,84 @@ def test_none_packs_whole_sentences_and_truncates_long_ones():
 def test_bad_pair_mode():
     with pytest.raises(ValueError):
         create_instances_from_document([DOC0], 0, 16, 0.0, "xyz", random.Random(0), CLS, SEP)
+
+
+# ------------------------------------------------------------------------------------------
+# gather against a per-token reference
+
+
+def _random_sentence(rng, token0):
+    """A sentence with random whole words (1-3 tokens) and entity spans (unions of 1-2 whole
+    words), numbered per sentence as segment.py makes them."""
+    n = rng.randint(1, 12)
+    words, w = [], 0
+    while len(words) < n:
+        words += [w] * rng.randint(1, 3)
+        w += 1
+    words = words[:n]
+    word_ent, e, k = {}, 0, 0
+    while k <= words[-1]:
+        if rng.random() < 0.4:
+            span = rng.randint(1, 2)
+            for j in range(k, k + span):
+                word_ent[j] = e
+            e += 1
+            k += span
+        else:
+            k += 1
+    ents = [word_ent.get(x, -1) for x in words]
+    return sent(range(token0, token0 + n), words, ents)
+
+
+def _reference_instance(docs, plan, cls, sep):
+    """What an instance must hold, token by token in Python: each document's sentences joined
+    with their word / entity ids offset by the sentences before, each segment cut out and
+    renumbered to continue the one before (-1 stays -1)."""
+    flat = []  # (doc, position in doc, token, word, entity) over the pool
+    for d, doc in enumerate(docs):
+        nw = ne = 0
+        for s in doc:
+            for t, w, e in zip(s.ids, s.word_ids, s.entity_ids):
+                flat.append((t, w + nw, e + ne if e >= 0 else -1))
+            nw += s.word_ids[-1] + 1
+            ne += max(max(s.entity_ids) + 1, 0)
+    ids, types, words, ents = [cls], [0], [-1], [-1]
+    next_w = next_e = 0
+    segments = [(plan.a0, plan.a1, 0)] + ([(plan.b0, plan.b1, 1)] if plan.label != -100 else [])
+    for a, b, typ in segments:
+        part = flat[a:b]
+        w0 = part[0][1]
+        e_first = next((e for _, _, e in part if e >= 0), None)
+        for t, w, e in part:
+            ids.append(t)
+            types.append(typ)
+            words.append(w - w0 + next_w)
+            ents.append(-1 if e < 0 else e - e_first + next_e)
+        next_w = max(words) + 1
+        next_e = max(ents) + 1
+        ids.append(sep)
+        types.append(typ)
+        words.append(-1)
+        ents.append(-1)
+    return {"input_ids": ids, "token_type_ids": types, "next_sentence_label": plan.label,
+            "word_ids": words, "entity_ids": ents}
+
+
+@pytest.mark.parametrize("mode", ["nsp", "sop", "none"])
+def test_gather_equals_a_per_token_reference(mode):
+    from zhbert.prep.instances import DocTokens, gather, plan_instances, to_dicts
+
+    rng = random.Random(7)
+    docs, token = [], 1000
+    for _ in range(40):
+        doc = []
+        for _ in range(rng.randint(1, 8)):
+            doc.append(_random_sentence(rng, token))
+            token += 100
+        docs.append(doc)
+    pool = DocTokens.from_documents(docs)
+    for max_len in (8, 24, 64):
+        plans = plan_instances(pool.offsets, max_len, 0.3, mode, random.Random(max_len))
+        assert len(plans) > 20
+        got = to_dicts(gather(pool, plans, CLS, SEP))
+        assert got == [_reference_instance(docs, p, CLS, SEP) for p in plans]

@@ -308,3 +308,36 @@ def test_prepare_without_rjieba_stops_in_one_line_before_any_work(tmp_path, monk
     with pytest.raises(ConfigError, match=r"^data.segmenter=rjieba needs the rjieba package: pip install rjieba"):
         prepare(config(tmp_path, vocab, segmenter="rjieba", workers=2))
     assert not (tmp_path / "out").exists()
+
+
+def test_span_array_equals_the_greedy_rule_word_by_word():
+    """The numpy span finder (whole runs at once) against word_spans' rule applied run by
+    run in plain Python, on random code strings."""
+    import random
+    import re
+
+    from zhbert.prep.segment import MAX_PHRASE_WORDS, _span_array
+
+    def reference(codes):
+        spans = []
+        for m in re.finditer(r"[ENA]{2,}|E", codes):
+            i, end = m.span()
+            while i < end:
+                j = min(end, i + MAX_PHRASE_WORDS)
+                while j > i and codes[j - 1] == "A":
+                    j -= 1
+                if j - i >= 2:
+                    spans.append((i, j))
+                    i = j
+                elif codes[i] == "E":
+                    spans.append((i, i + 1))
+                    i += 1
+                else:
+                    i += 1
+        return spans
+
+    rng = random.Random(0)
+    cases = ["", "x", "E", "N", "A", "AE", "EA", "NNNNN", "AAAAN", "EAAAAAE", "ENANANAN"]
+    cases += ["".join(rng.choice("ENAxx") for _ in range(rng.randint(0, 60))) for _ in range(3000)]
+    for codes in cases:
+        assert [tuple(x) for x in _span_array(codes).tolist()] == reference(codes), codes
