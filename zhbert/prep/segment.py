@@ -93,7 +93,11 @@ _POSSEG_CACHE: dict[Optional[str], object] = {}
 _RJIEBA_CACHE: dict[Optional[str], object] = {}
 _TAGS_CACHE: dict[Optional[str], dict[str, str]] = {}
 _CODES_CACHE: dict[Optional[str], dict[str, str]] = {}
-_BLOCK_CACHE_SIZE = 150_000  # han blocks whose words are remembered (per Segmenter)
+# Caches are cleared when full. Their caps are what a 10 MB corpus fills (~20 MB each), so the
+# memory of a run is the same at 10 MB and at 1 GB (benchmarks/prep_memory.py); at 150,000
+# entries they had grown the peak by ~80 MB between the two, for a few percent of speed.
+_BLOCK_CACHE_SIZE = 40_000  # han blocks whose words are remembered (per Segmenter)
+_GUESSED_CODES = 100_000  # span codes of words missing from the dictionary, remembered
 _BLOCK_CACHE_CHARS = 16  # longer blocks hardly ever repeat
 # Shorter texts are cut by jieba's lcut, longer ones by Segmenter.cut_words (same words): the
 # measured break-even is ~300 characters (16 sentences of the shared corpus); one sentence is
@@ -345,7 +349,7 @@ class Segmenter:
                        else None)
         self._posseg = _posseg_tokenizer(self.user_dict) if entity_mode == "posseg" else None
         self._codes = dict(_code_table(self.user_dict)) if entity_mode == "dict" else None
-        self._codes_limit = len(self._codes) + 200_000 if self._codes is not None else 0
+        self._codes_limit = len(self._codes) + _GUESSED_CODES if self._codes is not None else 0
         self._blocks: dict[str, list[str]] = {}  # jieba's words of a repeated han block
         self._hmm_runs: dict[str, list[str]] = {}  # the HMM's words of a run of unknown characters
 
