@@ -30,7 +30,7 @@ import re
 from math import log
 
 _MISSING = object()
-_HMM_CACHE_SIZE = 60_000  # HMM runs whose words ``cut_hmm_many`` callers may remember (see segment.py)
+_HMM_CACHE_SIZE = 12_000  # HMM runs whose words ``cut_hmm_many`` callers may remember (see segment.py)
 
 
 def _plan_buf(buf: str, plan: list, freq, hmm_cache: dict, todo: dict) -> None:

@@ -93,10 +93,11 @@ _POSSEG_CACHE: dict[Optional[str], object] = {}
 _RJIEBA_CACHE: dict[Optional[str], object] = {}
 _TAGS_CACHE: dict[Optional[str], dict[str, str]] = {}
 _CODES_CACHE: dict[Optional[str], dict[str, str]] = {}
-# Caches are cleared when full. Their caps are what a 10 MB corpus fills (~20 MB each), so the
-# memory of a run is the same at 10 MB and at 1 GB (benchmarks/prep_memory.py); at 150,000
-# entries they had grown the peak by ~80 MB between the two, for a few percent of speed.
-_BLOCK_CACHE_SIZE = 40_000  # han blocks whose words are remembered (per Segmenter)
+# Caches are cleared when full. Their caps are about what a 10 MB corpus fills (blocks ~470
+# bytes, HMM runs ~360 bytes an entry), so the memory of a run is the same at 10 MB and at
+# 1 GB (benchmarks/prep_memory.py); at 150,000 entries each they had grown the peak by ~80 MB
+# between the two.
+_BLOCK_CACHE_SIZE = 20_000  # han blocks whose words are remembered (per Segmenter)
 _GUESSED_CODES = 100_000  # span codes of words missing from the dictionary, remembered
 _BLOCK_CACHE_CHARS = 16  # longer blocks hardly ever repeat
 # Shorter texts are cut by jieba's lcut, longer ones by Segmenter.cut_words (same words): the

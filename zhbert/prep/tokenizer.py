@@ -48,7 +48,7 @@ PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
 NORMALIZATION_KEY = "zhbert_text_normalization"  # in tokenizer_config.json
 MODEL_MAX_LENGTH = 512
-_RUN_CACHE_SIZE = 20_000  # cached encodings of non-Chinese runs ("2023", "iphone13"); small: see prep/segment.py on caches
+_RUN_CACHE_SIZE = 200_000  # cached encodings of non-Chinese runs ("2023", "iphone13")
 
 # The code points BERT treats as "Chinese characters" (the CJK Unified Ideographs blocks,
 # same table as google-research/bert and tokenizers' BertNormalizer). Each is split off as
