@@ -861,33 +861,30 @@ class HashSet:
     def __len__(self) -> int:
         return self._size + self._zero
 
-    def __contains__(self, value: int) -> bool:
-        if value == 0:
-            return self._zero
+    def _slot(self, value: int) -> int:
+        """Where ``value`` (non-zero) is, or the empty slot where it would go."""
         table, mask = self._table, self._mask
         i = value & mask
         while True:
             v = table[i]
-            if v == value:
-                return True
-            if v == 0:
-                return False
+            if v == value or v == 0:
+                return i
             i = (i + 1) & mask
+
+    def __contains__(self, value: int) -> bool:
+        if value == 0:
+            return self._zero
+        return self._table[self._slot(value)] == value
 
     def add(self, value: int) -> bool:
         """Add ``value`` (0 <= value < 2**64); True if it was not in the set."""
         if value == 0:
             new, self._zero = not self._zero, True
             return new
-        table, mask = self._table, self._mask
-        i = value & mask
-        while True:
-            v = table[i]
-            if v == value:
-                return False
-            if v == 0:
-                break
-            i = (i + 1) & mask
+        table = self._table
+        i = self._slot(value)
+        if table[i] == value:
+            return False
         table[i] = value
         self._size += 1
         if 4 * self._size > 3 * len(table):
