@@ -115,17 +115,9 @@ class DocTokens:
 
     @classmethod
     def from_documents(cls, documents: Sequence[Sequence[SentenceLike]]) -> "DocTokens":
-        sents = [s for doc in documents for s in doc]
-        lens = np.fromiter((len(s.ids) for s in sents), dtype=np.int64, count=len(sents))
-        starts = np.zeros(len(sents) + 1, dtype=np.int64)
-        np.cumsum(lens, out=starts[1:])
-
-        def flat(field):
-            return np.fromiter(chain.from_iterable(getattr(s, field) for s in sents), dtype=np.int64,
-                               count=int(starts[-1]))
-
+        ids, words, ents, starts = flatten_sentences([s for doc in documents for s in doc])
         doc_sizes = np.fromiter(map(len, documents), dtype=np.int64, count=len(documents))
-        return cls.from_arrays(flat("ids"), flat("word_ids"), flat("entity_ids"), starts, doc_sizes)
+        return cls.from_arrays(ids, words, ents, starts, doc_sizes)
 
     @classmethod
     def from_arrays(cls, ids, words, ents, starts, doc_sizes) -> "DocTokens":
@@ -158,6 +150,19 @@ class DocTokens:
         first = doc_first.tolist()
         offsets = [bounds[first[d]:first[d + 1] + 1] for d in range(len(doc_sizes))]
         return cls(ids, words, ents, offsets)
+
+
+def flatten_sentences(sents: Sequence[SentenceLike]):
+    """Sentences end to end: (ids, word_ids, entity_ids) (T,) int64 and starts (n + 1,)."""
+    lens = np.fromiter((len(s.ids) for s in sents), dtype=np.int64, count=len(sents))
+    starts = np.zeros(len(sents) + 1, dtype=np.int64)
+    np.cumsum(lens, out=starts[1:])
+
+    def flat(field):
+        return np.fromiter(chain.from_iterable(getattr(s, field) for s in sents), dtype=np.int64,
+                           count=int(starts[-1]))
+
+    return flat("ids"), flat("word_ids"), flat("entity_ids"), starts
 
 
 def truncate_seq_pair(len_a: int, len_b: int, max_num_tokens: int,

@@ -585,16 +585,10 @@ class Segmented:
         ``aligned``)."""
         import numpy as np
 
-        lens = np.fromiter((len(s.ids) for s in sents), dtype=np.int64, count=len(sents))
-        starts = np.zeros(len(sents) + 1, dtype=np.int64)
-        np.cumsum(lens, out=starts[1:])
-        total = int(starts[-1])
-
-        def flat(field):
-            return np.fromiter(chain.from_iterable(getattr(s, field) for s in sents), dtype=np.int64, count=total)
+        from zhbert.prep.instances import flatten_sentences
 
         aligned = np.fromiter((getattr(s, "aligned", True) for s in sents), dtype=bool, count=len(sents))
-        return cls(flat("ids"), flat("word_ids"), flat("entity_ids"), starts, aligned)
+        return cls(*flatten_sentences(sents), aligned)
 
     @classmethod
     def concat(cls, parts: Sequence["Segmented"]) -> "Segmented":
@@ -846,6 +840,8 @@ def _segment_joined(texts, tokenizer: ChineseTokenizer, segmenter: Segmenter) ->
     """
     import numpy as np
 
+    from zhbert.prep.instances import _ragged_arange
+
     if not texts:
         return Segmented.from_sentences([])
     joined = "\n".join(texts)
@@ -944,15 +940,6 @@ def _segment_joined(texts, tokenizer: ChineseTokenizer, segmenter: Segmenter) ->
     if prev < len(texts):
         parts.append(out.take(np.arange(prev, len(texts))))
     return Segmented.concat(parts)
-
-
-def _ragged_arange(lengths):
-    """[0, 1, .., l0-1, 0, 1, .., l1-1, ...] for an array of lengths."""
-    import numpy as np
-
-    total = int(lengths.sum())
-    ends = np.cumsum(lengths)
-    return np.arange(total, dtype=np.int64) - np.repeat(ends - lengths, lengths)
 
 
 def _slow_tokens(fast: FastPath, joined: str) -> tuple[list[int], list[int], list[int]]:
