@@ -71,3 +71,15 @@ def test_correctness_recomputes_and_checks_the_reported_accuracy(exp, tmp_path):
 
 def test_selected_lr(exp, tmp_path):
     assert exp._lr(_fake_run(tmp_path, ["x"], 1.0, lr=1e-3)["tasks"]["ocnli"]) == 1e-3
+
+
+def test_pretraining_inputs_all_or_task_text(exp, tmp_path):
+    for name in ["00_sample.txt", "clue_ocnli_train_text.txt", "clue_tnews_train_text.txt", "zhwiki_00"]:
+        (tmp_path / name).write_text("一\n", encoding="utf-8")
+    assert exp.pretraining_inputs(tmp_path, "all") == [tmp_path]
+    assert exp.pretraining_inputs(tmp_path, "tasks") == [tmp_path / "clue_ocnli_train_text.txt",
+                                                         tmp_path / "clue_tnews_train_text.txt"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit, match="no clue_"):
+        exp.pretraining_inputs(empty, "tasks")
