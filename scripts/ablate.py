@@ -65,6 +65,9 @@ ROWS: dict[str, tuple[str, list[str], dict]] = {
     "bf16": ("the recipe with deepspeed.precision bf16 (needs AVX-512 BF16 / AMX)", ["deepspeed.precision=bf16"],
              {"pair_mode": "sop", "short": 0.1}),
     "b16_lr2e-3": ("micro batch 16, lr 2e-3", ["train.micro_batch_size=16", "train.lr=2e-3"], {}),
+    "ramp": ("the recipe with a batch ramp 16 -> 64 (accumulation 1 -> 4 over the first 60% of the budget)",
+             ["train.gradient_accumulation_steps=4", "train.batch_ramp_start=1", "train.batch_ramp_fraction=0.6"],
+             {"pair_mode": "sop", "short": 0.1}),
 }
 
 

@@ -259,7 +259,15 @@ class TrainConfig:
     micro_batch_size: int = 16
     """per rank, per forward."""
     gradient_accumulation_steps: int = 1
-    """Micro-batches per optimizer step."""
+    """Micro-batches per optimizer step (the final value when batch_ramp_fraction > 0)."""
+    batch_ramp_fraction: float = 0.0
+    """Batch-size ramp (Cramming): over this share of the run (of max_minutes with schedule: time,
+    of max_steps with schedule: steps) the micro-batches per optimizer step grow linearly from
+    batch_ramp_start to gradient_accumulation_steps; 0 = no ramp. The micro batch stays the same
+    (the data order and masks do not change), so early steps are small and frequent.
+    """
+    batch_ramp_start: int = 1
+    """Micro-batches per optimizer step at the start of the ramp (<= gradient_accumulation_steps)."""
     lr: float = 5e-4
     """Peak learning rate."""
     min_lr_ratio: float = 0.0
@@ -334,6 +342,11 @@ class TrainConfig:
             f"must be a list of minutes > 0, e.g. [5, 10], got {self.snapshot_minutes!r}")
         _check(where, "train.warmup_fraction", 0 <= self.warmup_fraction < 1,
                f"must be in [0, 1), got {self.warmup_fraction}")
+        _check(where, "train.batch_ramp_fraction", 0 <= self.batch_ramp_fraction <= 1,
+               f"must be in [0, 1] (0 = no ramp), got {self.batch_ramp_fraction}")
+        _check(where, "train.batch_ramp_start", 1 <= self.batch_ramp_start <= self.gradient_accumulation_steps,
+               f"must be in [1, train.gradient_accumulation_steps = {self.gradient_accumulation_steps}], "
+               f"got {self.batch_ramp_start}")
         _choice(where, "train.decay", self.decay, ["linear", "cosine", "constant"])
         _check(where, "train.clip_grad_norm", self.clip_grad_norm >= 0, "must be >= 0 (0 = off)")
         # what torch.optim.AdamW / DeepSpeed's Adam and Lamb would reject later, with a traceback

@@ -58,6 +58,18 @@ def time_lr_ratio(u: float, warmup_fraction: float, decay: str, min_lr_ratio: fl
     return m + (1.0 - m) * (1.0 + math.cos(math.pi * p)) / 2.0
 
 
+def ramp_accumulation(u: float, start: int, final: int, fraction: float) -> int:
+    """Micro-batches per optimizer step at run fraction ``u`` under a batch-size ramp
+    (``train.batch_ramp_fraction``; Cramming's batch ramp): ``start`` at ``u`` = 0, then
+    ``start + floor((final - start) * u / fraction)``, so each value holds for an equal share of
+    the ramp and ``final`` is reached exactly at ``u`` = ``fraction``; ``final`` from there on
+    and whenever ``fraction`` is 0 (no ramp). ``u`` is training time over the budget
+    (``schedule: time``) or steps done over ``max_steps`` (``schedule: steps``)."""
+    if fraction <= 0 or u >= fraction:
+        return int(final)
+    return int(start) + int(math.floor((int(final) - int(start)) * max(0.0, float(u)) / float(fraction)))
+
+
 class TimeBudgetLR:
     """LR = ``peak`` x :func:`time_lr_ratio` (elapsed / ``budget_s``), set on ``optimizer``'s
     param groups.

@@ -40,7 +40,7 @@ from zhbert.train.checkpoint import check_normalization, normalization_key
 from zhbert.train.launch import barrier, rank0_decides, setup_env, start_distributed
 from zhbert.train.metrics import (DeviceSums, EvalTotals, RunLogger, StepTotals, Throughput, fmt, peak_tflops)
 from zhbert.train.order import DataPosition, ShardedBatches, iterate, rescale_position
-from zhbert.train.schedule import TimeBudgetLR, TrainingClock, synced_elapsed
+from zhbert.train.schedule import TimeBudgetLR, TrainingClock, ramp_accumulation, synced_elapsed
 
 
 # ------------------------------------------------------------------------------ model config
@@ -226,6 +226,7 @@ class StepResult:
     grad_norm: Optional[float]
     applied: bool  # False: the optimizer skipped the step (non-finite gradients)
     next_position: Any  # order.DataPosition after the step's last micro-batch
+    accumulation: int = 1  # micro-batches per rank in this step (A; varies under a batch ramp)
 
 
 def train(cfg: PretrainConfig, clock: Optional[Callable[[], float]] = None) -> dict[str, Any]:
@@ -263,7 +264,7 @@ def train(cfg: PretrainConfig, clock: Optional[Callable[[], float]] = None) -> d
             engine.train()
             timer.start()  # training time counts from here (see zhbert.train.schedule)
             while state.step < t.max_steps and not at_budget:
-                result = train_step(engine, batches, run)
+                result = train_step(engine, batches, run, step_accumulation(t, state, budget_s))
                 state.advance(result)
                 # rank 0's count on every rank when there is a budget: all stop at the same step
                 state.train_seconds = synced_elapsed(timer, dist_.world, dist_.device) if budget_s is not None \
@@ -310,9 +311,26 @@ def train(cfg: PretrainConfig, clock: Optional[Callable[[], float]] = None) -> d
         dist_.close()
 
 
-def train_step(engine, batches, run: Run) -> StepResult:
-    """One optimizer step: A = gradient_accumulation_steps micro-batches, forward + backward
-    each, the optimizer at the last; then one all-reduce and one sync of the step's sums.
+def step_accumulation(t, state: "TrainState", budget_s: Optional[float]) -> int:
+    """Micro-batches of the next optimizer step: ``gradient_accumulation_steps``, or under a
+    batch ramp (``train.batch_ramp_fraction``) :func:`ramp_accumulation` at the run fraction done
+    (training time over the budget with ``schedule: time``, steps over max_steps otherwise; the
+    same on every rank: the time is rank 0's, broadcast)."""
+    if t.batch_ramp_fraction <= 0:
+        return t.gradient_accumulation_steps
+    u = state.train_seconds / budget_s if t.schedule == "time" and budget_s else state.step / t.max_steps
+    return ramp_accumulation(u, t.batch_ramp_start, t.gradient_accumulation_steps, t.batch_ramp_fraction)
+
+
+def train_step(engine, batches, run: Run, accumulation: Optional[int] = None) -> StepResult:
+    """One optimizer step: A = ``accumulation`` (default gradient_accumulation_steps)
+    micro-batches, forward + backward each, the optimizer at the last; then one all-reduce and
+    one sync of the step's sums.
+
+    Under a batch ramp A changes between steps: the engine's accumulation count is set to A
+    (``set_train_batch_size``: DeepSpeed divides each micro-batch's loss by it) and the boundary
+    is marked explicitly on every micro-batch (DeepSpeed's own test, micro-steps modulo A, would
+    misplace it after a change of A).
 
     fp32 without ZeRO: DeepSpeed hands the step to a plain torch optimizer, which would apply
     NaN/inf gradients, so the norm is measured before the step and such a step is skipped
@@ -324,7 +342,13 @@ def train_step(engine, batches, run: Run) -> StepResult:
     sums = DeviceSums(StepTotals, device)
     grad_norm, applied = None, True
     lr = float(engine.get_lr()[0])  # the lr this optimizer step applies
-    for _ in range(cfg.train.gradient_accumulation_steps):
+    ramp = cfg.train.batch_ramp_fraction > 0
+    A = int(accumulation or cfg.train.gradient_accumulation_steps)
+    if ramp and engine.gradient_accumulation_steps() != A:
+        engine.set_train_batch_size(cfg.train.micro_batch_size * run.dist.world * A)
+    for i in range(A):
+        if ramp:
+            engine.set_gradient_accumulation_boundary(i == A - 1)
         pos, batch = next(batches)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         res = engine(**batch)
@@ -349,7 +373,7 @@ def train_step(engine, batches, run: Run) -> StepResult:
         g = engine.get_global_grad_norm()
         grad_norm = float(g) if g is not None else None
     next_position = run.train_batches.position(run.train_batches.linear(pos) + 1)
-    return StepResult(totals, lr, grad_norm, applied, next_position)
+    return StepResult(totals, lr, grad_norm, applied, next_position, A)
 
 
 @dataclass
@@ -373,12 +397,14 @@ class TrainState:
 
 def step_record(state: TrainState, result: StepResult, run: Run, engine) -> dict[str, Any]:
     """The step's metrics.jsonl record (throughput and eval keys are added when it is logged)."""
-    s, n_micro = result.totals, run.cfg.train.gradient_accumulation_steps * run.dist.world
+    s, n_micro = result.totals, result.accumulation * run.dist.world
     rec = {"step": state.step, "loss": s.loss / n_micro, "mlm_loss": s.mlm_loss / n_micro,
            "nsp_loss": s.nsp_loss / n_micro,
            "mlm_acc": s.mlm_correct / s.mlm_count if s.mlm_count > 0 else None,
            "nsp_acc": s.nsp_correct / s.nsp_count if s.nsp_count > 0 else None,
            "lr": result.lr, "grad_norm": result.grad_norm}
+    if run.cfg.train.batch_ramp_fraction > 0:
+        rec["global_batch_size"] = run.cfg.train.micro_batch_size * n_micro
     if run.cfg.deepspeed.precision == "fp16":
         # ZeRO 1-3 optimizers expose cur_scale; DeepSpeed 0.19's plain fp16 optimizers (ZeRO 0) only loss_scale
         opt = engine.optimizer
