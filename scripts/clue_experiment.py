@@ -167,7 +167,8 @@ def main() -> int:
                                  "--vocab", vocab, "--overwrite"], log))
     snaps = [float(m) for m in args.snapshots.split(",") if m.strip()]
     stage("pretrain", lambda: sh([sys.executable, "scripts/pretrain.py", "--config", args.config,
-                                  f"data.dir={data}", f"data.vocab={vocab}", f"data.input=[{corpus}]",
+                                  f"data.dir={data}", f"data.vocab={vocab}",
+                                  f"data.input=[{','.join(map(str, pretraining_inputs(corpus, args.corpus)))}]",
                                   f"train.output_dir={run}", f"train.max_minutes={args.budget_minutes}",
                                   f"train.snapshot_minutes=[{','.join(map(str, snaps))}]", "wandb.mode=disabled"],
                                  log))
