@@ -4,6 +4,7 @@
     python benchmarks/prep_throughput.py --workers 4 --max-docs 2000 --engines rjieba
     python benchmarks/prep_throughput.py --breakdown --max-docs 3000   # CPU per step, one process
     python benchmarks/prep_throughput.py --breakdown --profile --engines rjieba --max-docs 3000  # + cProfile top 25
+    python benchmarks/prep_throughput.py --contention --engines rjieba --rounds 3   # where 2 workers' extra CPU goes
 
 One row per (engine, workers): `data.segmenter` fastcut (jieba's exact words) and rjieba
 (jieba-rs), against the same raw-jieba reference of that worker count.
@@ -106,8 +107,45 @@ def _measure_child(args) -> int:
     else:
         wall, cpu, stats = run_prepare(corpus, args.vocab, args.workers, args.shard_chars, Path(args.out),
                                        args.engines.split(",")[0])
-        print(json.dumps([wall, cpu, stats["instances"]]))
+        print(json.dumps([wall, cpu, stats["instances"], stats.get("cpu_seconds", {})]))
     return 0
+
+
+def contention(corpus: Path, vocab: str, shard_chars: int, tmp: Path, engine: str, rounds: int) -> None:
+    """Where a 2-worker prepare's extra CPU comes from. Three settings, ``rounds`` each, the
+    median per stage: one in-process prepare alone (``workers: 1``); two such prepares at
+    once, each in its own process on its own copy of the output (what sharing the two cores
+    costs a process that does everything itself); one prepare with 2 workers (``stats.json``
+    sums the workers' stages; the main process reads). If the 2-worker stages cost more than
+    the concurrent pair's, the extra is the worker set-up (fork, cold caches per worker,
+    shipping shards), not the machine."""
+    import statistics
+
+    def cmd(workers, out):
+        return [sys.executable, __file__, "--measure", "prepare", "--input", str(corpus), "--vocab", vocab,
+                "--workers", str(workers), "--shard-chars", str(shard_chars), "--out", str(out), "--engines", engine]
+
+    def parse(stdout):
+        return json.loads(stdout.strip().splitlines()[-1])
+
+    runs: dict = {"alone (1 worker)": [], "two at once (1 worker each)": [], "2 workers": []}
+    for _ in range(rounds):
+        runs["alone (1 worker)"].append(parse(subprocess.run(cmd(1, tmp / "a"), check=True, stdout=subprocess.PIPE,
+                                                             text=True).stdout))
+        pair = [subprocess.Popen(cmd(1, tmp / f"p{i}"), stdout=subprocess.PIPE, text=True) for i in range(2)]
+        outs = [pr.communicate()[0] for pr in pair]
+        runs["two at once (1 worker each)"].extend(parse(o) for o in outs)
+        runs["2 workers"].append(parse(subprocess.run(cmd(2, tmp / "w"), check=True, stdout=subprocess.PIPE,
+                                                      text=True).stdout))
+    stages = list(runs["alone (1 worker)"][0][3])
+    print(f"\n{engine}: CPU seconds per stage (median of {rounds}; prepare's stats.json cpu_seconds), wall, "
+          "whole-process CPU")
+    print("| setting | " + " | ".join(stages) + " | wall s | process CPU s |")
+    print("|---|" + "---:|" * (len(stages) + 2))
+    for name, rs in runs.items():
+        med = [statistics.median(r[3][k] for r in rs) for k in stages]
+        print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in med)
+              + f" | {statistics.median(r[0] for r in rs):.2f} | {statistics.median(r[1] for r in rs):.2f} |")
 
 
 _STARTUP = {
@@ -200,6 +238,9 @@ def main(argv=None) -> int:
     ap.add_argument("--engines", default="fastcut,rjieba",
                     help="data.segmenter values to measure, comma-separated (breakdown: the first)")
     ap.add_argument("--profile", action="store_true", help="with --breakdown: cProfile of the shard path")
+    ap.add_argument("--contention", action="store_true",
+                    help="instead: per-stage CPU of 1 worker alone, two 1-worker prepares at once, and 2 workers "
+                         "(where the 2-worker overhead comes from; engine: the first of --engines)")
     ap.add_argument("--measure", choices=["jieba", "prepare"], help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -233,6 +274,9 @@ def main(argv=None) -> int:
         # The selected documents, re-written in BERT format, so both sides see the same text.
         corpus = Path(tmp) / "corpus.txt"
         corpus.write_text("\n\n".join("\n".join(d) for d in docs) + "\n", encoding="utf-8")
+        if args.contention:
+            contention(corpus, args.vocab, shard_chars, Path(tmp), args.engines.split(",")[0], args.rounds)
+            return 0
         rows = []
         engines = args.engines.split(",")
         for w in sorted({1, args.workers}):
@@ -244,7 +288,7 @@ def main(argv=None) -> int:
                 jw, jcpu = _measure("jieba", corpus, args.vocab, w, shard_chars, Path(tmp) / f"out{w}")
                 j, jc = min(j, jw), min(jc, jcpu)
                 for e in engines:
-                    w_, c_, n = _measure("prepare", corpus, args.vocab, w, shard_chars, Path(tmp) / f"out{w}", e)
+                    w_, c_, n, _ = _measure("prepare", corpus, args.vocab, w, shard_chars, Path(tmp) / f"out{w}", e)
                     best[e] = [min(best[e][0], w_), min(best[e][1], c_), n]
             for e in engines:
                 pw, pc, n = best[e]

@@ -51,14 +51,15 @@ def _weights(step_dir: Path) -> dict:
     return load_file(str(step_dir / "hf" / "model.safetensors"))
 
 
-def _plain(data: Path, out: Path, *extra: str) -> list[str]:
+def _plain(data: Path, out: Path, *extra: str, zero: int = 0) -> list[str]:
     # constant LR after 2 warmup steps, so a reference run with another max_steps applies the same LRs
     return overrides(data, out, "train.decay=constant", "train.checkpoint_every=5", "train.keep_last=10",
-                     "deepspeed.zero_stage=0", *extra)
+                     f"deepspeed.zero_stage={zero}", *extra)
 
 
 @pytest.mark.slow
-def test_ramped_steps_equal_plain_accumulation_steps(tmp_path):
+@pytest.mark.parametrize("zero", [0, 2])  # 0: zhbert's own fp32 step; 2: DeepSpeed's ZeRO optimizer
+def test_ramped_steps_equal_plain_accumulation_steps(tmp_path, zero):
     from zhbert.train.checkpoint import read_meta
 
     data = build_data(tmp_path)
@@ -67,12 +68,12 @@ def test_ramped_steps_equal_plain_accumulation_steps(tmp_path):
     # A = 1 + floor(2 * u / 0.5) with u = (step - 1) / 20 -> steps 1-5: 1, 6-10: 2, 11-20: 3
     spawn_train(1, [
         _plain(data, ramp, "train.max_steps=20", "train.gradient_accumulation_steps=3",
-               "train.batch_ramp_start=1", "train.batch_ramp_fraction=0.5"),
+               "train.batch_ramp_start=1", "train.batch_ramp_fraction=0.5", zero=zero),
         # the references: the ramped run's checkpoints, continued with a fixed accumulation
         _plain(data, ref2, "train.max_steps=10", "train.gradient_accumulation_steps=2",
-               f"train.resume={ramp / 'checkpoints' / 'step_5'}"),
+               f"train.resume={ramp / 'checkpoints' / 'step_5'}", zero=zero),
         _plain(data, ref3, "train.max_steps=15", "train.gradient_accumulation_steps=3",
-               f"train.resume={ramp / 'checkpoints' / 'step_10'}"),
+               f"train.resume={ramp / 'checkpoints' / 'step_10'}", zero=zero),
     ])
     expected = [1] * 5 + [2] * 5 + [3] * 10
     recs = metrics(ramp)
