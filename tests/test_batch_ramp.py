@@ -9,7 +9,6 @@ micro-batch counts. Under ``schedule: time`` the ramp follows the training time 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -100,23 +99,14 @@ def test_ramp_follows_training_time_under_schedule_time(tmp_path):
     """schedule: time: u = training time / budget. Fake clock, 1 s per step, 30 s budget, ramp
     1 -> 3 over the first half: A = 1 + floor(2 * u / 0.5) with u = (s - 1) / 30 for step s,
     so steps 1-8: 1, 9-15: 2, 16-30: 3 (u >= 0.5)."""
-    import subprocess
-    import sys
-
-    from _pretrain_fixtures import REPO, cpu_env
+    from test_time_budget import drive
 
     data = build_data(tmp_path)
     out = tmp_path / "timed"
     argv = _plain(data, out, "train.schedule=time", "train.max_minutes=0.5", "train.max_steps=1000",
                   "train.gradient_accumulation_steps=3", "train.batch_ramp_start=1", "train.batch_ramp_fraction=0.5")
-    jobs = [{"argv": argv, "clock_start": 777.0}]
-    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import test_time_budget as t; "
-            "t._drive(sys.argv[2], sys.argv[3])")
-    r = subprocess.run([sys.executable, "-c", code, str(REPO / "tests"), str(tmp_path / "jobs.json"),
-                        str(tmp_path / "results.json")], env=cpu_env(), cwd=REPO, capture_output=True, text=True,
-                       timeout=600)
-    assert r.returncode == 0, r.stderr[-4000:]
+    [res] = drive([{"argv": argv, "clock_start": 777.0}], tmp_path)
+    assert res["rc"] == 0, res["stdout"][-3000:]
     recs = metrics(out)
     expected = [1] * 8 + [2] * 7 + [3] * 15
     assert [r["step"] for r in recs] == list(range(1, 31))

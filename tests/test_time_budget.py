@@ -188,6 +188,19 @@ def _drive(jobs_file: str, results_file: str) -> None:
     Path(results_file).write_text(json.dumps(results))
 
 
+def drive(jobs: list[dict], root: Path) -> list[dict]:
+    """Run ``jobs`` ({"argv", "clock_start"} each) through :func:`_drive` in one child process;
+    their results ({"rc", "stdout"}) in order."""
+    (root / "jobs.json").write_text(json.dumps(jobs))
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import test_time_budget as t; "
+            "t._drive(sys.argv[2], sys.argv[3])")
+    r = subprocess.run([sys.executable, "-c", code, str(REPO / "tests"), str(root / "jobs.json"),
+                        str(root / "results.json")], env=cpu_env(), cwd=REPO, capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return json.loads((root / "results.json").read_text())
+
+
 def _budget_run(data: Path, out: Path, *extra: str) -> list[str]:
     return overrides(data, out, "train.schedule=time", f"train.max_minutes={BUDGET_MIN}",
                      f"train.warmup_fraction={WARMUP}", f"train.min_lr_ratio={MIN_RATIO}", f"train.lr={PEAK}",
@@ -211,14 +224,7 @@ def runs(tmp_path_factory) -> dict:
         {"argv": _budget_run(data, dirs["snap"], snap, "train.max_steps=15"), "clock_start": 42.0},
         {"argv": _budget_run(data, dirs["snap"], snap), "clock_start": 9.0},
     ]
-    (root / "jobs.json").write_text(json.dumps(jobs))
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import test_time_budget as t; "
-            "t._drive(sys.argv[2], sys.argv[3])")
-    r = subprocess.run([sys.executable, "-c", code, str(REPO / "tests"), str(root / "jobs.json"),
-                        str(root / "results.json")], env=cpu_env(), cwd=REPO, capture_output=True, text=True,
-                       timeout=900)
-    assert r.returncode == 0, r.stderr[-4000:]
-    results = json.loads((root / "results.json").read_text())
+    results = drive(jobs, root)
     return {"dirs": dirs, "full": results[0], "half": results[1], "resumed": results[2], "snap": results[3:]}
 
 
