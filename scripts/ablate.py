@@ -7,8 +7,8 @@ Every row pretrains the tiny model for the same wall-clock training budget (``tr
 ``train.schedule: time``: warmup and decay follow the budget, so every row ends fully decayed),
 on the corpus of ``scripts/experiment_corpus.py`` (prepared once per vocab / pair mode / length),
 then probes it: OCNLI and TNEWS fine-tuned on a fixed random subset of ``--probe-train`` train
-rows (``random.Random(0)``, the same for every row), one seed, lr 3e-4 / batch 32 / 2 epochs (configs/clue/sizes.yaml: tiny), scored on the
-full dev sets. Recorded per row: tokens/s (real tokens over training seconds), held-out MLM loss
+rows (``random.Random(0)``, the same for every row), one seed, lr 3e-4 / batch 32 / 2 epochs
+(configs/clue/sizes.yaml: tiny), scored on the full dev sets. Recorded per row: tokens/s (real tokens over training seconds), held-out MLM loss
 and accuracy at the budget (the trainer's final evaluation on the validation split, fixed masks),
 OCNLI and TNEWS dev accuracy. The ``random`` row is the recipe's architecture from random init
 (the floor every row has to beat).
@@ -129,8 +129,8 @@ def write_tables(out: Path, rows: dict, args) -> None:
     (out / "ablation.json").write_text(json.dumps({"budget_minutes": args.budget_minutes,
                                                    "probe_train_rows": args.probe_train, "rows": rows},
                                                   indent=2, ensure_ascii=False) + "\n")
-    lines = [f"Budget {args.budget_minutes:g} min of training per row; probes: a fixed random subset of {args.probe_train} train rows, "
-             "1 seed, lr 3e-4, bs 32, 2 epochs, full dev.", "",
+    lines = [f"Budget {args.budget_minutes:g} min of training per row; probes: a fixed random subset of "
+             f"{args.probe_train} train rows, 1 seed, lr 3e-4, bs 32, 2 epochs, full dev.", "",
              "| row | change | tokens/s | steps | held-out MLM loss | MLM acc % | OCNLI dev % | TNEWS dev % |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for name, r in rows.items():

@@ -5,6 +5,7 @@ batches, the checkpoint to resume), build the engine, resume or start, then a lo
 :func:`train_step` -> log (and eval) -> non-finite check -> checkpoint. One optimizer step::
 
     for each of A = gradient_accumulation_steps micro-batches:     # A x W rank micro-batches
+                                                                    # (A grows under a batch ramp)
         batch = collator(rank's slice of the next global micro-batch, batch_rng(seed, epoch, rank, b))
         out = engine(**batch)                                       # loss = mlm_loss + nsp_loss
         engine.backward(out.loss)                                   # DeepSpeed scales by 1/A
