@@ -68,6 +68,8 @@ ROWS: dict[str, tuple[str, list[str], dict]] = {
     "ramp": ("the recipe with a batch ramp 16 -> 64 (accumulation 1 -> 4 over the first 60% of the budget)",
              ["train.gradient_accumulation_steps=4", "train.batch_ramp_start=1", "train.batch_ramp_fraction=0.6"],
              {"pair_mode": "sop", "short": 0.1}),
+    "autocast": ("the recipe with deepspeed.autocast bf16 (fp32 weights; needs AVX-512 BF16 / AMX)",
+                 ["deepspeed.autocast=bf16"], {"pair_mode": "sop", "short": 0.1}),
 }
 
 

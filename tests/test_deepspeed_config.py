@@ -46,6 +46,7 @@ def test_auto_values_are_filled_from_the_config():
     ({"train_batch_size": 64}, "train_batch_size is 64", "world size"),
     ({"zero_optimization": {"stage": 2}}, "zero_optimization.stage is 2", "deepspeed.zero_stage"),
     ({"bf16": {"enabled": True}}, "bf16.enabled is true", "deepspeed.precision"),
+    ({"torch_autocast": {"enabled": True}}, "torch_autocast.enabled is true", "deepspeed.autocast"),
     ({"optimizer": {"type": "AdamW", "params": {"lr": 1e-3}}}, "optimizer.params.lr is 0.001", "train.lr"),
     ({"scheduler": {"type": "WarmupLR"}}, 'scheduler.type is "WarmupLR"', "train.decay"),
 ])
@@ -53,6 +54,16 @@ def test_a_derived_key_that_disagrees_is_refused_naming_it(extra, key, source):
     with pytest.raises(ConfigError) as e:
         ds(extra)
     assert key in str(e.value) and source in str(e.value)
+
+
+def test_autocast_maps_to_deepspeeds_torch_autocast():
+    assert "torch_autocast" not in ds()
+    assert ds(None, "deepspeed.autocast=bf16")["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"}
+    # repeating the derived value is fine; another dtype is refused, naming the key
+    assert ds({"torch_autocast": {"enabled": True, "dtype": "bfloat16"}}, "deepspeed.autocast=bf16")["torch_autocast"][
+        "enabled"] is True
+    with pytest.raises(ConfigError, match='torch_autocast.dtype is "float16".*deepspeed.autocast'):
+        ds({"torch_autocast": {"dtype": "float16"}}, "deepspeed.autocast=bf16")
 
 
 def test_equal_values_pass_and_unknown_autos_are_refused():

@@ -20,6 +20,7 @@ train.schedule = time               no scheduler key: zhbert's TimeBudgetLR is p
 deepspeed.zero_stage                zero_optimization.stage
 deepspeed.offload_*                 zero_optimization.offload_optimizer / offload_param
 deepspeed.precision                 bf16.enabled / fp16.enabled (+ dynamic loss scaling)
+deepspeed.autocast                  torch_autocast (enabled, dtype)
 train.resume_universal              checkpoint.load_universal
 deepspeed.config_file, .extra       merged recursively, last (see below)
 ==================================  ==========================================================
@@ -58,6 +59,8 @@ DERIVED = {
     ("scheduler",): "train.schedule / train.decay / warmup_steps / max_steps / min_lr_ratio",
     ("bf16", "enabled"): "deepspeed.precision",
     ("fp16", "enabled"): "deepspeed.precision",
+    ("torch_autocast", "enabled"): "deepspeed.autocast",
+    ("torch_autocast", "dtype"): "deepspeed.autocast",
     ("zero_optimization", "stage"): "deepspeed.zero_stage",
 }
 
@@ -133,6 +136,10 @@ def build_ds_config(cfg, world_size: int, device_type: str, hidden_size: Optiona
     elif d.precision == "fp16":
         ds["fp16"] = {"enabled": True, "loss_scale": float(d.loss_scale), "initial_scale_power": 16,
                       "loss_scale_window": 1000, "hysteresis": 2, "min_loss_scale": 1}
+    if d.autocast == "bf16":
+        # fp32 weights, gradients and optimizer; DeepSpeed wraps the engine's forward in
+        # torch.autocast (nn.Linear and the other autocast-safe ops run in bf16)
+        ds["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
 
     # ---- ZeRO
     zero: dict[str, Any] = {"stage": d.zero_stage}
@@ -183,7 +190,9 @@ def merge_user_config(derived: dict[str, Any], user: dict[str, Any], hidden_size
             continue
         value, mine = node[path[-1]], _get(derived, path)
         if mine is None and path[-1] == "enabled":
-            mine = False  # bf16/fp16 not derived: that precision is off
+            mine = False  # bf16/fp16/torch_autocast not derived: that mode is off
+        if mine is None and path == ("torch_autocast", "dtype"):
+            continue  # autocast off: its dtype does not matter
         if value == "auto" or value == mine:
             if mine is None and path == ("scheduler",):  # schedule: time derives no scheduler
                 del node[path[-1]]
