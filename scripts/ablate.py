@@ -70,6 +70,16 @@ ROWS: dict[str, tuple[str, list[str], dict]] = {
              {"pair_mode": "sop", "short": 0.1}),
     "autocast": ("the recipe with deepspeed.autocast bf16 (fp32 weights; needs AVX-512 BF16 / AMX)",
                  ["deepspeed.autocast=bf16"], {"pair_mode": "sop", "short": 0.1}),
+    # one change each from the final recipe (micro batch 16, SOP), for the rows the first rounds
+    # measured from an earlier recipe (pair mode none, micro batch 64) or not at all
+    "r_dropout": ("the recipe with dropout 0.1", ["model.hidden_dropout_prob=0.1",
+                                                  "model.attention_probs_dropout_prob=0.1"],
+                  {"pair_mode": "sop", "short": 0.1}),
+    "r_postln": ("the recipe with post-LN (BERT's)", ["model.pre_layernorm=false"], {"pair_mode": "sop", "short": 0.1}),
+    "r_lr5e-4": ("the recipe with peak lr 5e-4", ["train.lr=5e-4"], {"pair_mode": "sop", "short": 0.1}),
+    "r_lr2e-3": ("the recipe with peak lr 2e-3", ["train.lr=2e-3"], {"pair_mode": "sop", "short": 0.1}),
+    "r_noclip": ("the recipe without gradient clipping", ["train.clip_grad_norm=0"], {"pair_mode": "sop", "short": 0.1}),
+    "r_mask30": ("the recipe with mask_prob 0.30", ["masking.mask_prob=0.3"], {"pair_mode": "sop", "short": 0.1}),
 }
 
 
