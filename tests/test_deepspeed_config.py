@@ -15,7 +15,7 @@ import pytest
 
 from _pretrain_fixtures import build_data, overrides, run_script
 from zhbert.config import load_config
-from zhbert.train.ds_config import build_ds_config
+from zhbert.train.ds_config import AUTOCAST_MIN_DEEPSPEED, _deepspeed_version, build_ds_config
 from zhbert.errors import ConfigError
 
 
@@ -56,6 +56,7 @@ def test_a_derived_key_that_disagrees_is_refused_naming_it(extra, key, source):
     assert key in str(e.value) and source in str(e.value)
 
 
+@pytest.mark.skipif(_deepspeed_version() < AUTOCAST_MIN_DEEPSPEED, reason="DeepSpeed < 0.17.2: no torch_autocast")
 def test_autocast_maps_to_deepspeeds_torch_autocast():
     assert "torch_autocast" not in ds()
     assert ds(None, "deepspeed.autocast=bf16")["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"}
@@ -64,6 +65,17 @@ def test_autocast_maps_to_deepspeeds_torch_autocast():
         "enabled"] is True
     with pytest.raises(ConfigError, match='torch_autocast.dtype is "float16".*deepspeed.autocast'):
         ds({"torch_autocast": {"dtype": "float16"}}, "deepspeed.autocast=bf16")
+
+
+def test_autocast_refused_in_one_line_where_deepspeed_ignores_it(monkeypatch):
+    import zhbert.train.ds_config as dsc
+
+    monkeypatch.setattr(dsc, "_deepspeed_version", lambda: (0, 14, 4))
+    with pytest.raises(ConfigError) as e:
+        ds(None, "deepspeed.autocast=bf16")
+    assert str(e.value) == ("deepspeed.autocast=bf16 needs DeepSpeed >= 0.17.2 (its torch_autocast section); "
+                            "installed: 0.14.4")
+    assert "torch_autocast" not in ds()  # autocast off: any DeepSpeed
 
 
 def test_equal_values_pass_and_unknown_autos_are_refused():

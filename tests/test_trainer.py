@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from zhbert.train.ds_config import AUTOCAST_MIN_DEEPSPEED, _deepspeed_version
 from _pretrain_fixtures import REPO, build_data, metrics, overrides, run_script, spawn_train
 
 
@@ -240,6 +241,7 @@ def test_accumulation_bf16_metrics_and_wandb(data, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(_deepspeed_version() < AUTOCAST_MIN_DEEPSPEED, reason="DeepSpeed < 0.17.2: no torch_autocast")
 @pytest.mark.parametrize("zero", [0, 2])  # 0: zhbert's own fp32 step; 2: DeepSpeed's ZeRO optimizer
 def test_bf16_autocast_is_the_plain_autocast_loop_with_fp32_weights(data, tmp_path, zero):
     """deepspeed.autocast=bf16: the losses are the plain torch loop's with its forward under

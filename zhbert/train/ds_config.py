@@ -48,6 +48,19 @@ from typing import Any, Optional
 from zhbert.errors import ConfigError
 
 STEPS_PER_PRINT = 10**9
+AUTOCAST_MIN_DEEPSPEED = (0, 17, 2)  # the first release that reads the torch_autocast section
+
+
+def _deepspeed_version() -> tuple[int, ...]:
+    """The installed DeepSpeed's (major, minor, patch), from its distribution metadata."""
+    import re
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("deepspeed")
+    except PackageNotFoundError:
+        return (0,)
+    return tuple(int(x) for x in re.findall(r"\d+", v)[:3])
 
 # DeepSpeed key path -> the zhbert config key it is derived from.
 DERIVED = {
@@ -137,6 +150,11 @@ def build_ds_config(cfg, world_size: int, device_type: str, hidden_size: Optiona
         ds["fp16"] = {"enabled": True, "loss_scale": float(d.loss_scale), "initial_scale_power": 16,
                       "loss_scale_window": 1000, "hysteresis": 2, "min_loss_scale": 1}
     if d.autocast == "bf16":
+        if _deepspeed_version() < AUTOCAST_MIN_DEEPSPEED:
+            # an older DeepSpeed ignores the section: the run would silently be fp32
+            raise ConfigError("deepspeed.autocast=bf16 needs DeepSpeed >= "
+                              f"{'.'.join(map(str, AUTOCAST_MIN_DEEPSPEED))} (its torch_autocast section); installed: "
+                              f"{'.'.join(map(str, _deepspeed_version()))}")
         # fp32 weights, gradients and optimizer; DeepSpeed wraps the engine's forward in
         # torch.autocast (nn.Linear and the other autocast-safe ops run in bf16)
         ds["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
