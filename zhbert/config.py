@@ -368,11 +368,10 @@ class DeepSpeedConfig:
     precision: str = "fp32"
     """fp32 | bf16 | fp16."""
     autocast: str = "none"
-    """none | bf16: run the forward under ``torch.autocast`` in bf16 with fp32 weights, fp32
-    gradients and an fp32 optimizer (DeepSpeed's ``torch_autocast``, DeepSpeed >= 0.17.2); needs
-    precision fp32. On a
-    CPU with native bf16 (AVX-512 BF16 / AMX) it is the faster way to use bf16 for small models
-    (docs/pretraining.md, "bf16 autocast"); without native bf16 it is many times slower."""
+    """none | bf16: the forward under ``torch.autocast`` in bf16 over fp32 weights, gradients and
+    optimizer (DeepSpeed's ``torch_autocast``; DeepSpeed >= 0.17.2); needs precision fp32. Pays
+    only on hardware with native bf16 (AVX-512 BF16 / AMX CPUs, recent GPUs); elsewhere it is
+    many times slower (docs/pretraining.md, "Precision")."""
     optimizer: str = "adamw"
     """adamw | lamb (lamb needs CUDA)"""
     offload_optimizer: str = "none"
