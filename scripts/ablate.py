@@ -36,8 +36,11 @@ RECIPE = "configs/pretrain/cpu_30min.yaml"
 BASE_VOCAB = SHARED / "bert_base_chinese" / "vocab.txt"
 
 # name: (what changes, pretrain overrides, data spec changes: vocab / pair_mode / seq / short_seq_prob)
+# the final recipe's data: SOP pairs, short_seq_prob 0.1 (rows that change nothing else in the data)
+SOP = {"pair_mode": "sop", "short": 0.1}
+
 ROWS: dict[str, tuple[str, list[str], dict]] = {
-    "recipe": ("the recipe (configs/pretrain/cpu_30min.yaml)", [], {"pair_mode": "sop", "short": 0.1}),
+    "recipe": ("the recipe (configs/pretrain/cpu_30min.yaml)", [], SOP),
     "random": ("random init, no pretraining", [], {}),
     "char": ("masking.strategy char", ["masking.strategy=char"], {}),
     "nsp": ("pair_mode nsp (Google pairs, short_seq_prob 0.1)", [], {"pair_mode": "nsp", "short": 0.1}),
@@ -47,7 +50,7 @@ ROWS: dict[str, tuple[str, list[str], dict]] = {
     "vocab21k": ("bert-base-chinese vocab (21,128)", [], {"vocab": "base"}),
     "dropout": ("dropout 0.1", ["model.hidden_dropout_prob=0.1", "model.attention_probs_dropout_prob=0.1"], {}),
     "ngram": ("masking.strategy ngram (MacBERT n-grams)", ["masking.strategy=ngram"], {}),
-    "sop": ("pair_mode sop", [], {"pair_mode": "sop", "short": 0.1}),
+    "sop": ("pair_mode sop", [], SOP),
     "batch32": ("micro batch 32 (vs 64)", ["train.micro_batch_size=32"], {}),
     "noclip": ("no gradient clipping", ["train.clip_grad_norm=0"], {}),
     "seq64": ("max_seq_length 64", [], {"seq": 64}),
@@ -61,25 +64,25 @@ ROWS: dict[str, tuple[str, list[str], dict]] = {
     "b16_nsp": ("micro batch 16, pair_mode nsp (short_seq_prob 0.1)", ["train.micro_batch_size=16"],
                 {"pair_mode": "nsp", "short": 0.1}),
     "b16_sop": ("micro batch 16, pair_mode sop (short_seq_prob 0.1)", ["train.micro_batch_size=16"],
-                {"pair_mode": "sop", "short": 0.1}),
+                SOP),
     "bf16": ("the recipe with deepspeed.precision bf16 (needs AVX-512 BF16 / AMX)", ["deepspeed.precision=bf16"],
-             {"pair_mode": "sop", "short": 0.1}),
+             SOP),
     "b16_lr2e-3": ("micro batch 16, lr 2e-3", ["train.micro_batch_size=16", "train.lr=2e-3"], {}),
     "ramp": ("the recipe with a batch ramp 16 -> 64 (accumulation 1 -> 4 over the first 60% of the budget)",
              ["train.gradient_accumulation_steps=4", "train.batch_ramp_start=1", "train.batch_ramp_fraction=0.6"],
-             {"pair_mode": "sop", "short": 0.1}),
+             SOP),
     "autocast": ("the recipe with deepspeed.autocast bf16 (fp32 weights; needs AVX-512 BF16 / AMX)",
-                 ["deepspeed.autocast=bf16"], {"pair_mode": "sop", "short": 0.1}),
+                 ["deepspeed.autocast=bf16"], SOP),
     # one change each from the final recipe (micro batch 16, SOP), for the rows the first rounds
     # measured from an earlier recipe (pair mode none, micro batch 64) or not at all
     "r_dropout": ("the recipe with dropout 0.1", ["model.hidden_dropout_prob=0.1",
                                                   "model.attention_probs_dropout_prob=0.1"],
-                  {"pair_mode": "sop", "short": 0.1}),
-    "r_postln": ("the recipe with post-LN (BERT's)", ["model.pre_layernorm=false"], {"pair_mode": "sop", "short": 0.1}),
-    "r_lr5e-4": ("the recipe with peak lr 5e-4", ["train.lr=5e-4"], {"pair_mode": "sop", "short": 0.1}),
-    "r_lr2e-3": ("the recipe with peak lr 2e-3", ["train.lr=2e-3"], {"pair_mode": "sop", "short": 0.1}),
-    "r_noclip": ("the recipe without gradient clipping", ["train.clip_grad_norm=0"], {"pair_mode": "sop", "short": 0.1}),
-    "r_mask30": ("the recipe with mask_prob 0.30", ["masking.mask_prob=0.3"], {"pair_mode": "sop", "short": 0.1}),
+                  SOP),
+    "r_postln": ("the recipe with post-LN (BERT's)", ["model.pre_layernorm=false"], SOP),
+    "r_lr5e-4": ("the recipe with peak lr 5e-4", ["train.lr=5e-4"], SOP),
+    "r_lr2e-3": ("the recipe with peak lr 2e-3", ["train.lr=2e-3"], SOP),
+    "r_noclip": ("the recipe without gradient clipping", ["train.clip_grad_norm=0"], SOP),
+    "r_mask30": ("the recipe with mask_prob 0.30", ["masking.mask_prob=0.3"], SOP),
 }
 
 
