@@ -222,3 +222,40 @@ def test_bad_size_table_is_one_line_naming_the_key(tmp_path, text, msg):
     with pytest.raises(ConfigError, match=msg) as e:
         load_size_table(tmp_path / "sizes.yaml")
     assert str(e.value).startswith(str(tmp_path / "sizes.yaml")) and "\n" not in str(e.value)
+
+
+def test_a_rerun_never_reuses_results_of_other_weights_under_the_same_output(models, tmp_path):
+    """The same model path (so the same label and output dir) with other weights -- e.g. a
+    checkpoint trained further -- must not be scored with the old weights' finished seeds."""
+    from zhbert.clue.run import run_clue
+
+    model, out = tmp_path / "model", tmp_path / "out"
+    shutil.copytree(models[0], model)
+    kw = dict(seeds=[1], overrides=["epochs=1", "batch_size=4", "eval_every=1"], wandb_mode="disabled")
+    run_clue(str(model), parse_tasks("wsc"), FIX, out, **kw)
+    (done,) = (out / "wsc").glob("*/seed1/result.json")
+    first = json.loads(done.read_text())
+    sha_a = hashlib.sha256((models[0] / "model.safetensors").read_bytes()).hexdigest()
+    assert first["model_weights_sha256"] == sha_a
+    # same weights: reused as is (the file is not rewritten)
+    mtime = done.stat().st_mtime_ns
+    assert run_clue(str(model), parse_tasks("wsc"), FIX, out, **kw)["tasks"]["wsc"]["mean"] == first["dev"]["accuracy"]
+    assert done.stat().st_mtime_ns == mtime
+    # other weights under the same path: refused, naming the file and both hashes
+    shutil.copy(models[1] / "model.safetensors", model / "model.safetensors")
+    sha_b = hashlib.sha256((models[1] / "model.safetensors").read_bytes()).hexdigest()
+    with pytest.raises(ConfigError, match=rf"{done}: made with another model \(weights sha256 {sha_a[:12]}, "
+                                          rf".* has {sha_b[:12]}\)"):
+        run_clue(str(model), parse_tasks("wsc"), FIX, out, **kw)
+    # a result written before the field existed: checked against the finished results.json beside it
+    old = {k: v for k, v in first.items() if k != "model_weights_sha256"}
+    done.write_text(json.dumps(old))
+    with pytest.raises(ConfigError, match=r"made with another model"):
+        run_clue(str(model), parse_tasks("wsc"), FIX, out, **kw)
+    shutil.copy(models[0] / "model.safetensors", model / "model.safetensors")
+    run_clue(str(model), parse_tasks("wsc"), FIX, out, **kw)  # a's weights again: reused
+    assert json.loads(done.read_text()) == old
+    (out / "results.json").unlink()
+    done.write_text(json.dumps(old))
+    with pytest.raises(ConfigError, match=r"does not record which model made it"):
+        run_clue(str(model), parse_tasks("wsc"), FIX, out, **kw)

@@ -4,8 +4,9 @@ Per task: the defaults (:mod:`zhbert.clue.protocol`: task yaml < size class < fl
 every grid point x every seed, each in ``<task>/<point>/seed<k>/``. The point with the best
 mean dev score over the seeds is selected; its max, mean and std are the task's result. A
 rerun with the same ``--output`` skips every (task, point, seed) whose ``result.json`` exists
-and was made with the same hyperparameters and data, so an interrupted evaluation continues
-where it stopped; a finished result made with other settings is an error, never reused.
+and was made with the same hyperparameters, data and model weights (sha256), so an interrupted
+evaluation continues where it stopped; a finished result made with other settings or another
+model is an error, never reused.
 Tasks without a train file are reported under ``skipped`` with the reason.
 
 Several models (``--model A --model B``) are evaluated one after another into
@@ -150,6 +151,8 @@ def run_clue(model: str, tasks: list[TaskSpec], data_dir: str | Path, output: st
                 raise ConfigError(f"{spec.name}: max_query_length {p.max_query_length} leaves no room for the "
                                   f"context in max_seq_length {p.max_seq_length} (needs <= max_seq_length - 8)")
         loaded.append((spec, kind, cfg, points, data, defaults, sizes))
+    weights = record["weights_sha256"]
+    earlier = _recorded_weights(output)
     for spec, kind, cfg, points, data, defaults, sizes in loaded:
         task_t0 = time.time()
         floor = kind.floor(data.dev)
@@ -176,6 +179,7 @@ def run_clue(model: str, tasks: list[TaskSpec], data_dir: str | Path, output: st
                     if prev.get("hyperparameters") != hp or prev.get("data") != data_key:
                         raise ConfigError(f"{done}: made with other settings or data than this run "
                                           f"({_what_differs(prev, hp, data_key)}); use another --output")
+                    _check_same_model(done, prev.get("model_weights_sha256", earlier), weights, model_dir)
                     per_seed[str(seed)] = prev
                     continue
                 run = wb.init(f"{spec.name}-{name}-seed{seed}", {"task": spec.name, "seed": seed, **hp, **sizes_rec})
@@ -186,7 +190,7 @@ def run_clue(model: str, tasks: list[TaskSpec], data_dir: str | Path, output: st
                 if data.test is not None and data.test.examples:
                     report.write_text(seed_dir / spec.submission_file, kind.submission(data.test, test_pred))
                 res = {"task": spec.name, "seed": seed, "point": name, **out, "hyperparameters": hp, "data": data_key,
-                       **sizes_rec}
+                       "model_weights_sha256": weights, **sizes_rec}
                 if run is not None:
                     run.summary.update({f"dev/best_{k}": v for k, v in res["dev"].items()} | {"best_step": res["best_step"]})
                     run.finish()
@@ -224,6 +228,29 @@ def run_clue(model: str, tasks: list[TaskSpec], data_dir: str | Path, output: st
         report.write_json(output / "results.json", results)
         _summary_run(wb, results)
     return results
+
+
+def _recorded_weights(output: Path) -> Optional[str]:
+    """The weights sha256 of the model an earlier, finished run into ``output`` evaluated (its
+    results.json), for per-seed results written before they recorded it themselves."""
+    try:
+        return (json.loads((output / "results.json").read_text(encoding="utf-8")).get("protocol") or {}).get(
+            "weights_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _check_same_model(done: Path, made_with: Optional[str], weights: Optional[str], model_dir: Path) -> None:
+    """A finished (task, point, seed) is reused only for the model that made it: the same label
+    (output dir) with other weights -- a checkpoint trained further, a re-exported model -- is an
+    error, never a silent mix of two models' scores."""
+    if weights is None or made_with == weights:
+        return
+    if made_with is None:
+        raise ConfigError(f"{done}: does not record which model made it (written by an older zhbert, and no "
+                          f"finished results.json beside it); use another --output")
+    raise ConfigError(f"{done}: made with another model (weights sha256 {made_with[:12]}, {model_dir} has "
+                      f"{weights[:12]}); use another --output")
 
 
 def _what_differs(prev: dict, hp: dict, data_key: dict) -> str:
