@@ -27,6 +27,17 @@
    the mean-over-seeds accuracy difference), against the issue's goal (OCNLI +3.0, TNEWS +1.5).
 
 Every stage leaves its output in ``--output`` and is skipped when rerun (resume).
+
+**Recipe variants** (``--baseline DIR``, an earlier experiment's ``--output``): a config that
+changes only pretraining settings (masking, lr, model options...) reuses the baseline's corpus,
+vocab and prepared data (pretraining refuses them, naming the key, if the config's data section
+differs) and the baseline's fine-tuning results of the random-init twin, which are copied only
+when the twin rebuilt for this run has the baseline twin's weights and the fine-tuning flags
+are the baseline's (``zhbert eval clue`` checks both again per seed). Only the pretrained arm
+is then pretrained and fine-tuned: about half the time of a full experiment.
+
+    python scripts/clue_experiment.py --budget-minutes 30 --output runs/mask30 \
+        --config my_variant.yaml --baseline runs/clue_experiment --snapshots "" --lr 3e-4 --cmrc-dev 300
 """
 
 from __future__ import annotations
@@ -34,15 +45,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(1, str(REPO))
 import experiment_corpus  # noqa: E402
 
 SHARED = experiment_corpus.SHARED
@@ -120,6 +134,49 @@ def pretraining_inputs(corpus: Path, which: str) -> list[Path]:
     return files
 
 
+# The flags that decide the fine-tuning runs; a baseline's twin results are reused only under the same.
+EVAL_FLAGS = ("tasks", "seeds", "epochs", "lr", "train_rows", "cmrc_dev", "clue_dir")
+
+
+def eval_flags(args) -> dict:
+    return {k: str(getattr(args, k)) for k in EVAL_FLAGS}
+
+
+def reuse_baseline_twin(run: Path, base_eval: Path, eval_out: Path, flags: dict, base_flags: Optional[dict]) -> str:
+    """Copy ``base_eval/random-init`` (a baseline's fine-tuning results of its random-init twin)
+    to ``eval_out`` when they are this run's: the twin ``zhbert eval clue --random-twin`` builds
+    for ``run`` has the baseline twin's weights (same config.json and vocab size: the init is
+    seeded) and the fine-tuning flags are the baseline's. Returns what was done, for the log."""
+    from zhbert.clue.protocol import weights_sha256
+    from zhbert.clue.twin import random_twin
+    from zhbert.hub.resolve import resolve_model_dir
+
+    src, dst = base_eval / "random-init", eval_out / "random-init"
+    if dst.exists():
+        return f"{dst}: exists, kept"
+    if not (src / "results.json").is_file():
+        return f"{src}: no finished results, the twin is evaluated afresh"
+    if base_flags is None:
+        return f"{src}: its fine-tuning flags are not recorded (no comparison.json, or an older one), the twin is " \
+               "evaluated afresh"
+    if any(base_flags.get(k) != v for k, v in flags.items()):
+        return f"{src}: made with other fine-tuning flags ({base_flags}), the twin is evaluated afresh"
+    twin = random_twin(resolve_model_dir(str(run), what="--model"), eval_out / "_models" / "random-init")
+    theirs = (json.loads((src / "results.json").read_text()).get("protocol") or {}).get("weights_sha256")
+    if theirs != weights_sha256(twin):
+        return f"{src}: another twin (weights {str(theirs)[:12]}), the twin is evaluated afresh"
+    shutil.copytree(src, dst)
+    return f"{src}: copied (same twin weights and flags)"
+
+
+def baseline_flags(base: Path) -> Optional[dict]:
+    """The fine-tuning flags of a baseline experiment, from its comparison.json."""
+    f = base / "comparison.json"
+    if not f.is_file():
+        return None
+    return json.loads(f.read_text()).get("eval_flags")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--output", default="runs/clue_experiment")
@@ -142,6 +199,8 @@ def main() -> int:
     ap.add_argument("--vocab-size", type=int, default=8000)
     ap.add_argument("--bootstrap", type=int, default=2000)
     ap.add_argument("--clue-dir", default=str(SHARED / "clue"))
+    ap.add_argument("--baseline", default="", help="an earlier experiment's --output: reuse its corpus, vocab, "
+                    "prepared data and random-init results (a variant of the pretraining settings; see above)")
     args = ap.parse_args()
 
     out = (REPO / args.output).resolve()
@@ -158,13 +217,21 @@ def main() -> int:
         (out / "times.json").write_text(json.dumps(times, indent=2) + "\n")
         print(f"[experiment] {name}: {times[name]:.0f} s", flush=True)
 
-    corpus, vocab, data, run = out / "corpus" / "files", out / "corpus" / "vocab.txt", out / "data", out / "pretrain"
-    stage("corpus", lambda: experiment_corpus.build(corpus, clue))
-    stage("vocab", lambda: sh([sys.executable, "-m", "zhbert.cli", "vocab", "build", "--input", corpus,
-                               "--output", vocab, "--size", args.vocab_size], log))
-    stage("prepare", lambda: sh([sys.executable, "-m", "zhbert.cli", "prepare", "--config", args.config,
-                                 "--input", *pretraining_inputs(corpus, args.corpus), "--output", data,
-                                 "--vocab", vocab, "--overwrite"], log))
+    base = Path(args.baseline).resolve() if args.baseline else None
+    src = base if base is not None else out
+    corpus, vocab, data, run = src / "corpus" / "files", src / "corpus" / "vocab.txt", src / "data", out / "pretrain"
+    if base is not None:
+        for need in (corpus, vocab, data / "zhbert_prepare.json"):
+            if not need.exists():
+                raise SystemExit(f"--baseline {base}: {need} not found (expected a finished clue_experiment.py "
+                                 "output)")
+    else:
+        stage("corpus", lambda: experiment_corpus.build(corpus, clue))
+        stage("vocab", lambda: sh([sys.executable, "-m", "zhbert.cli", "vocab", "build", "--input", corpus,
+                                   "--output", vocab, "--size", args.vocab_size], log))
+        stage("prepare", lambda: sh([sys.executable, "-m", "zhbert.cli", "prepare", "--config", args.config,
+                                     "--input", *pretraining_inputs(corpus, args.corpus), "--output", data,
+                                     "--vocab", vocab, "--overwrite"], log))
     snaps = [float(m) for m in args.snapshots.split(",") if m.strip()]
     stage("pretrain", lambda: sh([sys.executable, "scripts/pretrain.py", "--config", args.config,
                                   f"data.dir={data}", f"data.vocab={vocab}",
@@ -176,6 +243,10 @@ def main() -> int:
     grid = ["--lr", args.lr] if args.lr else []  # OCNLI/TNEWS and the snapshots; CMRC2018 keeps the default lr
     cls = out / "clue"
     rows = ["--max-train-samples", args.train_rows] if args.train_rows else []
+    if base is not None:
+        for sub in ("clue", "clue_cmrc2018"):
+            print(f"[experiment] baseline {sub}: "
+                  + reuse_baseline_twin(run, base / sub, out / sub, eval_flags(args), baseline_flags(base)), flush=True)
     stage("eval_cls", lambda: sh([sys.executable, "-m", "zhbert.cli", "eval", "clue", "--model", run, "--random-twin",
                                   "--tasks", args.tasks, "--seeds", args.seeds, "--epochs", args.epochs,
                                   *rows, "--output", cls, *common, *grid], log))
@@ -191,11 +262,11 @@ def main() -> int:
             [sys.executable, "-m", "zhbert.cli", "eval", "clue", "--model", run, "--random-twin", "--tasks", "cmrc2018",
              "--seeds", "1", "--epochs", "1", "--max-seq-length", "256", "--max-eval-samples", args.cmrc_dev,
              "--output", out / "clue_cmrc2018", *common], log))
-    report(out, args, times, snaps)
+    report(out, args, times, snaps, corpus.parent)
     return 0
 
 
-def report(out: Path, args, times: dict, snaps: list[float]) -> None:
+def report(out: Path, args, times: dict, snaps: list[float], corpus_dir: Path) -> None:
     clue = Path(args.clue_dir)
     res = results_of(out / "clue")
     rand_label = next(k for k in res if k.startswith("random-init"))
@@ -237,8 +308,9 @@ def report(out: Path, args, times: dict, snaps: list[float]) -> None:
                   "ocnli_seed1": tasks["ocnli"]["pretrained"]["seeds"].get("1") if "ocnli" in tasks else None})
     summary = {"budget_minutes": args.budget_minutes, "config": args.config, "corpus": args.corpus, "seeds": args.seeds,
                "train_rows": args.train_rows, "epochs": args.epochs, "stage_seconds": times,
-               "corpus_stats": json.loads((out / "corpus" / "corpus_stats.json").read_text())
-               if (out / "corpus" / "corpus_stats.json").is_file() else None,
+               "baseline": args.baseline or None, "eval_flags": eval_flags(args),
+               "corpus_stats": json.loads((corpus_dir / "corpus_stats.json").read_text())
+               if (corpus_dir / "corpus_stats.json").is_file() else None,
                "pretraining": {"steps": meta["step"], "tokens": meta["tokens"], "train_s": meta["train_s"],
                                "tokens_per_s": round(meta["tokens"] / meta["train_s"], 1),
                                "heldout_mlm_loss": meta.get("eval/mlm_loss"), "heldout_mlm_acc": meta.get("eval/mlm_acc")},

@@ -1,5 +1,6 @@
-"""scripts/clue_experiment.py's statistics: the bootstrap interval of the pretrained - random
-delta, the recomputed accuracy check, and the selected lr of a grid (hand-worked expectations)."""
+"""scripts/clue_experiment.py: the bootstrap interval of the pretrained - random
+delta, the recomputed accuracy check, the selected lr of a grid (hand-worked expectations), and
+the reuse of a --baseline experiment's random-init results.
 
 from __future__ import annotations
 
@@ -83,3 +84,49 @@ def test_pretraining_inputs_all_or_task_text(exp, tmp_path):
     empty.mkdir()
     with pytest.raises(SystemExit, match="no clue_"):
         exp.pretraining_inputs(empty, "tasks")
+
+
+def test_baseline_twin_results_reused_only_for_the_same_twin_and_flags(exp, tmp_path):
+    """--baseline: the baseline's random-init results are copied when the twin rebuilt for this
+    run has the same weights (hashed here independently) and the fine-tuning flags match."""
+    import hashlib
+    import shutil
+
+    import torch
+    from test_clue import _tiny_model
+
+    from zhbert.model.modeling import BertConfig, BertForPreTraining
+
+    run = _tiny_model(tmp_path / "run")  # the variant's pretrained model (an HF dir resolves to itself)
+    # the twin is BertForPreTraining's init under torch.manual_seed(42) with the run's config
+    ref = tmp_path / "ref"
+    shutil.copytree(run, ref)
+    torch.manual_seed(42)
+    BertForPreTraining(BertConfig.from_pretrained(run)).save_pretrained(ref)
+    twin_sha = hashlib.sha256((ref / "model.safetensors").read_bytes()).hexdigest()
+    flags = {"tasks": "ocnli", "seeds": "1", "epochs": "1", "lr": "3e-4", "train_rows": "0", "cmrc_dev": "300",
+             "clue_dir": "x"}
+
+    def baseline(name, sha):
+        d = tmp_path / name / "clue" / "random-init"
+        d.mkdir(parents=True)
+        (d / "results.json").write_text(json.dumps({"label": "random-init", "protocol": {"weights_sha256": sha}}))
+        (d / "marker").write_text(name)
+        return d.parent
+
+    out = tmp_path / "out1" / "clue"
+    msg = exp.reuse_baseline_twin(run, baseline("same", twin_sha), out, flags, dict(flags))
+    assert "copied" in msg and (out / "random-init" / "marker").read_text() == "same"
+    assert "exists, kept" in exp.reuse_baseline_twin(run, tmp_path / "same" / "clue", out, flags, dict(flags))
+
+    out = tmp_path / "out2" / "clue"
+    msg = exp.reuse_baseline_twin(run, baseline("other", "0" * 64), out, flags, dict(flags))
+    assert "another twin" in msg and not (out / "random-init").exists()
+
+    out = tmp_path / "out3" / "clue"
+    msg = exp.reuse_baseline_twin(run, tmp_path / "same" / "clue", out, flags, {**flags, "epochs": "2"})
+    assert "other fine-tuning flags" in msg and not (out / "random-init").exists()
+    msg = exp.reuse_baseline_twin(run, tmp_path / "same" / "clue", out, flags, None)  # an old baseline
+    assert "flags are not recorded" in msg and not (out / "random-init").exists()
+    msg = exp.reuse_baseline_twin(run, tmp_path / "none" / "clue", out, flags, dict(flags))
+    assert "no finished results" in msg
