@@ -1,6 +1,6 @@
 """scripts/clue_experiment.py: the bootstrap interval of the pretrained - random
 delta, the recomputed accuracy check, the selected lr of a grid (hand-worked expectations), and
-the reuse of a --baseline experiment's random-init results.
+the reuse of a --baseline experiment's random-init results."""
 
 from __future__ import annotations
 
