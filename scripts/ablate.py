@@ -7,7 +7,7 @@ Every row pretrains the tiny model for the same wall-clock training budget (``tr
 ``train.schedule: time``: warmup and decay follow the budget, so every row ends fully decayed),
 on the corpus of ``scripts/experiment_corpus.py`` (prepared once per vocab / pair mode / length),
 then probes it: OCNLI and TNEWS fine-tuned on a fixed random subset of ``--probe-train`` train
-rows (``random.Random(0)``, the same for every row), one seed, lr 3e-4 / batch 32 / 2 epochs
+rows (``random.Random(0)``, the same for every row), ``--probe-seeds`` (seed 1 by default), lr 3e-4 / batch 32 / 2 epochs
 (configs/clue/sizes.yaml: tiny), scored on the full dev sets. Recorded per row: tokens/s (real tokens over training seconds), held-out MLM loss
 and accuracy at the budget (the trainer's final evaluation on the validation split, fixed masks),
 OCNLI and TNEWS dev accuracy. The ``random`` row is the recipe's architecture from random init
@@ -83,6 +83,10 @@ ROWS: dict[str, tuple[str, list[str], dict]] = {
     "r_lr2e-3": ("the recipe with peak lr 2e-3", ["train.lr=2e-3"], SOP),
     "r_noclip": ("the recipe without gradient clipping", ["train.clip_grad_norm=0"], SOP),
     "r_mask30": ("the recipe with mask_prob 0.30", ["masking.mask_prob=0.3"], SOP),
+    "r_ngram": ("the recipe with masking.strategy ngram (MacBERT n-grams of whole words)", ["masking.strategy=ngram"],
+                SOP),
+    "r_vocab21k": ("the recipe with bert-base-chinese's vocab (21,128) instead of the fitted 8,000", [],
+                   {**SOP, "vocab": "base"}),
 }
 
 
@@ -110,12 +114,27 @@ def data_dir(out: Path, corpus: Path, vocab: Path, spec: dict, log: Path) -> Pat
     return d
 
 
-def probe(model: Path, out: Path, clue: Path, n_train: int, log: Path) -> dict:
+def probe(model: Path, out: Path, clue: Path, n_train: int, seeds: list[int], log: Path) -> dict:
+    """OCNLI and TNEWS dev accuracy (%) of ``model``, mean over ``seeds``, with each seed's figure.
+
+    Seeds already finished under ``out`` are reused by ``zhbert eval clue`` (after checking that
+    they were made by the same weights), so asking for more seeds runs only the new ones."""
     sh([sys.executable, "-m", "zhbert.cli", "eval", "clue", "--model", model, "--tasks", "ocnli,tnews",
-           "--data-dir", clue, "--output", out, "--seeds", "1", "--lr", "3e-4", "--batch-size", "32",
-           "--epochs", "2", "--max-train-samples", n_train, "--device", "cpu", "--wandb-mode", "disabled"], log)
-    res = json.loads(next(out.rglob("results.json")).read_text())
-    return {t: round(100 * res["tasks"][t]["mean"], 2) for t in ("ocnli", "tnews")}
+           "--data-dir", clue, "--output", out, "--seeds", ",".join(map(str, seeds)), "--lr", "3e-4",
+           "--batch-size", "32", "--epochs", "2", "--max-train-samples", n_train, "--device", "cpu",
+           "--wandb-mode", "disabled"], log)
+    res = json.loads((out / "results.json").read_text())
+    tasks = {t: res["tasks"][t] for t in ("ocnli", "tnews")}
+    return {**{t: round(100 * r["mean"], 2) for t, r in tasks.items()},
+            "std": {t: round(100 * r["std"], 2) for t, r in tasks.items()},
+            "seeds": {t: {s: round(100 * v["dev"]["accuracy"], 2) for s, v in r["seeds"].items()}
+                      for t, r in tasks.items()}}
+
+
+def probe_seeds(row: dict) -> set[str]:
+    """The fine-tuning seeds a row's probe figures are the mean of (rows from before
+    ``--probe-seeds`` ran seed 1 alone)."""
+    return set(row["probe"].get("seeds", {}).get("ocnli", {"1": None}))
 
 
 def data_overrides(spec: dict) -> list[str]:
@@ -145,15 +164,22 @@ def write_tables(out: Path, rows: dict, args) -> None:
                                                    "probe_train_rows": args.probe_train, "rows": rows},
                                                   indent=2, ensure_ascii=False) + "\n")
     lines = [f"Budget {args.budget_minutes:g} min of training per row; probes: a fixed random subset of "
-             f"{args.probe_train} train rows, 1 seed, lr 3e-4, bs 32, 2 epochs, full dev.", "",
+             f"{args.probe_train} train rows, lr 3e-4, bs 32, 2 epochs, full dev; dev accuracy, mean ± std "
+             "over the fine-tuning seeds in brackets.", "",
              "| row | change | tokens/s | steps | held-out MLM loss | MLM acc % | OCNLI dev % | TNEWS dev % |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
+
+    def dev(r: dict, task: str) -> str:
+        seeds = r["probe"].get("seeds", {}).get(task, {"1": None})
+        spread = f" ± {r['probe']['std'][task]:.2f}" if len(seeds) > 1 else ""
+        return f"{r['probe'][task]:.2f}{spread} ({','.join(sorted(seeds))})"
+
     for name, r in rows.items():
         p = r.get("pretrain", {})
         f = (lambda k, fmt: fmt.format(p[k]) if k in p else "–")
         acc = f"{100 * p['heldout_mlm_acc']:.2f}" if "heldout_mlm_acc" in p else "–"
         lines.append(f"| {name} | {r['change']} | {f('tokens_per_s', '{:.0f}')} | {f('steps', '{}')} | "
-                     f"{f('heldout_mlm_loss', '{:.3f}')} | {acc} | {r['probe']['ocnli']:.2f} | {r['probe']['tnews']:.2f} |")
+                     f"{f('heldout_mlm_loss', '{:.3f}')} | {acc} | {dev(r, 'ocnli')} | {dev(r, 'tnews')} |")
     (out / "ablation.md").write_text("\n".join(lines) + "\n")
 
 
@@ -163,9 +189,13 @@ def main() -> int:
     ap.add_argument("--budget-minutes", type=float, default=10.0)
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--probe-train", type=int, default=4000)
+    ap.add_argument("--probe-seeds", default="1",
+                    help="fine-tuning seeds of the probes, comma-separated; a finished row probed with fewer "
+                         "seeds gets the missing ones (its pretraining is not redone)")
     ap.add_argument("--clue-dir", default=str(SHARED / "clue"))
     ap.add_argument("--corpus", default=None, help="corpus dir (default: OUTPUT/corpus/files, built if missing)")
     args = ap.parse_args()
+    seeds = [int(x) for x in args.probe_seeds.split(",")]
     out = (REPO / args.output).resolve()
     out.mkdir(parents=True, exist_ok=True)
     log = out / "ablate.log"
@@ -184,7 +214,14 @@ def main() -> int:
         change, overrides, spec = ROWS[name]
         row_dir = out / name
         if (row_dir / "row.json").is_file():
-            rows[name] = json.loads((row_dir / "row.json").read_text())
+            row = json.loads((row_dir / "row.json").read_text())
+            if not set(map(str, seeds)) <= probe_seeds(row):
+                model = row_dir / "random_init" if name == "random" else Path(row["pretrain"]["model"])
+                row["probe"] = probe(model, row_dir / "clue", Path(args.clue_dir), args.probe_train,
+                                     sorted(set(seeds) | set(map(int, probe_seeds(row)))), log)
+                (row_dir / "row.json").write_text(json.dumps(row, indent=2) + "\n")
+                write_tables(out, {**rows, name: row}, args)
+            rows[name] = row
             continue
         row_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
@@ -198,12 +235,12 @@ def main() -> int:
             ref = json.loads((out / "recipe" / "row.json").read_text())["pretrain"]["model"]
             twin = random_twin(resolve_model_dir(ref), row_dir / "random_init")
             shutil.rmtree(row_dir / "clue", ignore_errors=True)
-            row["probe"] = probe(twin, row_dir / "clue", Path(args.clue_dir), args.probe_train, log)
+            row["probe"] = probe(twin, row_dir / "clue", Path(args.clue_dir), args.probe_train, seeds, log)
         else:
             row["pretrain"] = pretrain_row(name, overrides + data_overrides(spec), d, v, row_dir, args.budget_minutes, corpus, log)
             shutil.rmtree(row_dir / "clue", ignore_errors=True)
             row["probe"] = probe(Path(row["pretrain"]["model"]), row_dir / "clue", Path(args.clue_dir),
-                                 args.probe_train, log)
+                                 args.probe_train, seeds, log)
         row["wall_s"] = round(time.time() - t0, 1)
         (row_dir / "row.json").write_text(json.dumps(row, indent=2) + "\n")
         rows[name] = row
