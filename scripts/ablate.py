@@ -131,10 +131,10 @@ def probe(model: Path, out: Path, clue: Path, n_train: int, seeds: list[int], lo
                       for t, r in tasks.items()}}
 
 
-def probe_seeds(row: dict) -> set[str]:
-    """The fine-tuning seeds a row's probe figures are the mean of (rows from before
+def probe_seeds(row: dict, task: str = "ocnli") -> set[str]:
+    """The fine-tuning seeds a row's probe figure for ``task`` is the mean of (rows from before
     ``--probe-seeds`` ran seed 1 alone)."""
-    return set(row["probe"].get("seeds", {}).get("ocnli", {"1": None}))
+    return set(row["probe"].get("seeds", {}).get(task, {"1": None}))
 
 
 def data_overrides(spec: dict) -> list[str]:
@@ -170,7 +170,7 @@ def write_tables(out: Path, rows: dict, args) -> None:
              "|---|---|---:|---:|---:|---:|---:|---:|"]
 
     def dev(r: dict, task: str) -> str:
-        seeds = r["probe"].get("seeds", {}).get(task, {"1": None})
+        seeds = probe_seeds(r, task)
         spread = f" ± {r['probe']['std'][task]:.2f}" if len(seeds) > 1 else ""
         return f"{r['probe'][task]:.2f}{spread} ({','.join(sorted(seeds))})"
 
@@ -225,10 +225,8 @@ def main() -> int:
             continue
         row_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
-        d = data_dir(out, corpus, vocab, spec, log)
-        v = BASE_VOCAB if spec.get("vocab") == "base" else vocab
-        row: dict = {"change": change, "overrides": overrides, "data": str(d)}
-        if name == "random":
+        row: dict = {"change": change, "overrides": overrides}
+        if name == "random":  # no data: the twin of the recipe row's model
             from zhbert.clue.twin import random_twin
             from zhbert.hub import resolve_model_dir
 
@@ -237,6 +235,9 @@ def main() -> int:
             shutil.rmtree(row_dir / "clue", ignore_errors=True)
             row["probe"] = probe(twin, row_dir / "clue", Path(args.clue_dir), args.probe_train, seeds, log)
         else:
+            d = data_dir(out, corpus, vocab, spec, log)
+            v = BASE_VOCAB if spec.get("vocab") == "base" else vocab
+            row["data"] = str(d)
             row["pretrain"] = pretrain_row(name, overrides + data_overrides(spec), d, v, row_dir, args.budget_minutes, corpus, log)
             shutil.rmtree(row_dir / "clue", ignore_errors=True)
             row["probe"] = probe(Path(row["pretrain"]["model"]), row_dir / "clue", Path(args.clue_dir),
