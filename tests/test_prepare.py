@@ -333,6 +333,26 @@ def test_same_output_wherever_the_corpus_lives(tmp_path, vocab, corpus):
         assert ta.num_rows > 0 and ta.equals(tb)
 
 
+def test_a_training_run_accepts_its_prepared_data_after_the_corpus_moved(tmp_path, vocab, corpus):
+    """A copied experiment directory (corpus and prepared data at new paths): training on the
+    prepared data with data.input naming the moved corpus is accepted when the files have the
+    recorded names, sizes and content; an edited or renamed copy is still refused."""
+    cfg = config(tmp_path, vocab)
+    prepare(cfg)
+    moved = tmp_path / "copy" / "corpus.txt"
+    moved.parent.mkdir()
+    moved.write_bytes(corpus.read_bytes())
+    assert prep.check_prepared_matches(dataclasses.replace(cfg, input=[str(moved)])).input == [str(moved)]
+    moved.write_bytes(corpus.read_bytes().replace("。".encode(), "！".encode(), 1))  # same size in UTF-8
+    assert moved.stat().st_size == corpus.stat().st_size
+    with pytest.raises(DataError, match=r"differs in data\.input\)"):
+        prep.check_prepared_matches(dataclasses.replace(cfg, input=[str(moved)]))
+    renamed = tmp_path / "copy" / "other.txt"
+    renamed.write_bytes(corpus.read_bytes())
+    with pytest.raises(DataError, match=r"differs in data\.input\)"):
+        prep.check_prepared_matches(dataclasses.replace(cfg, input=[str(renamed)]))
+
+
 def test_vocab_given_as_directory_or_checkpoint_name(tmp_path, vocab, corpus, monkeypatch):
     """data.vocab may name a directory holding vocab.txt, or a registered checkpoint whose
     vocab.txt is used (here resolved offline from a pre-populated huggingface_hub cache)."""

@@ -633,6 +633,22 @@ def _differences(old: dict, new: dict) -> list[str]:
 _NOT_COMPARED_FOR_TRAINING = ("vocab", "jieba_user_dict")  # compared by content (vocab_sha256) / not at all
 
 
+def _same_content_elsewhere(inputs: list[str], recorded: Any) -> bool:
+    """Whether ``inputs`` are the recorded input files moved or copied: the same file names,
+    sizes and content hashes, in the same order, at other paths (an experiment directory
+    copied to another disk; its prepared data stays valid)."""
+    from zhbert.prep.corpus import walk_input_files
+
+    if not isinstance(recorded, list) or not recorded or not all(isinstance(r, dict) for r in recorded):
+        return False
+    try:
+        now = _fingerprints(walk_input_files(inputs), None)
+    except (DataError, OSError):
+        return False
+    key = lambda r: (Path(r.get("path", "")).name, r.get("size"), r.get("blake2b"), r.get("hashed", "full"))
+    return [key(r) for r in recorded] == [key(r) for r in now]
+
+
 def check_prepared_matches(cfg: DataConfig) -> DataConfig:
     """The data config a training run records for the complete ``cfg.dir``.
 
@@ -642,7 +658,8 @@ def check_prepared_matches(cfg: DataConfig) -> DataConfig:
     did not ask for). With ``data.input`` empty the run takes ``cfg.dir`` as it is, and the
     recorded settings replace the run's ``data`` section, so what the run records is what it
     trained on. Input files are compared by path, not re-fingerprinted (``zhbert prepare``
-    does that).
+    does that); only where the paths differ are they fingerprinted, and files with the recorded
+    names, sizes and content hashes at another path (a moved or copied corpus) are accepted.
     """
     from zhbert.prep.tokenizer import ChineseTokenizer
 
@@ -656,6 +673,8 @@ def check_prepared_matches(cfg: DataConfig) -> DataConfig:
     skip = set(_NOT_IN_KEY) | set(_NOT_COMPARED_FOR_TRAINING)
     diff = [f"data.{k}" for k in sorted(set(run) | set(recorded))
             if k not in skip and run.get(k) != recorded.get(k)]
+    if "data.input" in diff and _same_content_elsewhere(cfg.input, meta.get("input_files")):
+        diff.remove("data.input")
     vocab = ChineseTokenizer.from_vocab(resolve_vocab(cfg.vocab))
     if meta.get("vocab_sha256") != vocab.vocab_sha256():
         diff.append("data.vocab (sha256)")
