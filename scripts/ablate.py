@@ -103,6 +103,14 @@ def sh(cmd: list, log: Path) -> None:
         raise SystemExit(f"command failed ({rc}), see {log}: {' '.join(map(str, cmd))}")
 
 
+def set_recipe(path: str) -> None:
+    """The config the rows start from (module-level: every pretraining and preparation reads it)."""
+    global RECIPE
+    if not (REPO / path).is_file() and not Path(path).is_file():
+        raise SystemExit(f"--recipe {path}: no such file")
+    RECIPE = str(Path(path).resolve()) if Path(path).is_file() else path
+
+
 def data_dir(out: Path, corpus: Path, vocab: Path, spec: dict, log: Path) -> Path:
     pm, seq, short = spec.get("pair_mode", "none"), spec.get("seq", 128), spec.get("short", 0.0)
     v = BASE_VOCAB if spec.get("vocab") == "base" else vocab
@@ -161,7 +169,7 @@ def pretrain_row(name: str, overrides: list[str], data: Path, vocab: Path, out: 
 
 def write_tables(out: Path, rows: dict, args) -> None:
     (out / "ablation.json").write_text(json.dumps({"budget_minutes": args.budget_minutes,
-                                                   "probe_train_rows": args.probe_train, "rows": rows},
+                                                   "recipe": RECIPE, "probe_train_rows": args.probe_train, "rows": rows},
                                                   indent=2, ensure_ascii=False) + "\n")
     lines = [f"Budget {args.budget_minutes:g} min of training per row; probes: a fixed random subset of "
              f"{args.probe_train} train rows, lr 3e-4, bs 32, 2 epochs, full dev; dev accuracy, mean ± std "
@@ -194,7 +202,11 @@ def main() -> int:
                          "seeds gets the missing ones (its pretraining is not redone)")
     ap.add_argument("--clue-dir", default=str(SHARED / "clue"))
     ap.add_argument("--corpus", default=None, help="corpus dir (default: OUTPUT/corpus/files, built if missing)")
+    ap.add_argument("--recipe", default=RECIPE,
+                    help="the config every row changes one thing of (an older recipe, to reproduce a table "
+                         "measured with it: docs/pretraining.md names the file)")
     args = ap.parse_args()
+    set_recipe(args.recipe)
     seeds = [int(x) for x in args.probe_seeds.split(",")]
     out = (REPO / args.output).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -7,3 +7,12 @@ python scripts/clue_experiment.py --budget-minutes 30 --output runs/mask30 --con
     --baseline runs/clue_experiment_full --snapshots "" --seeds 1,2,3 --lr 3e-4 --cmrc-dev 300
 python scripts/clue_experiment.py --budget-minutes 30 --output runs/char30 --config char/config.yaml \
     --baseline runs/clue_experiment_full --snapshots "" --seeds 1,2,3 --lr 3e-4 --cmrc-dev 0
+
+# 2026-12-06 (late): peak lr 5e-4 (lr5e-4/config.yaml: the lr-1e-3 recipe with train.lr 5e-4), the lead
+# of the 10-minute ablation (docs/results/ablation-2026-12-06c/, row r_lr5e-4), with `--baseline`.
+# The baseline experiment predates comparison.json's "eval_flags", so they were added to it by hand,
+# as its recorded `zhbert eval clue` command shows them (tasks ocnli,tnews, seeds 1,2,3, epochs 1,
+# lr 3e-4, train_rows 0, cmrc_dev 300, the shared clue dir); the twin's weights sha256 matched.
+python scripts/clue_experiment.py --budget-minutes 30 --output runs/lr5e-4 --config lr5e-4/config.yaml \
+    --baseline runs/clue_experiment_full --snapshots "" --seeds 1,2,3 --lr 3e-4 --cmrc-dev 300
+python variant_delta.py runs/clue_experiment_full runs/lr5e-4 > lr5e-4/variant_delta.txt
