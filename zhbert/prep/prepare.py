@@ -636,7 +636,8 @@ _NOT_COMPARED_FOR_TRAINING = ("vocab", "jieba_user_dict")  # compared by content
 def _same_content_elsewhere(inputs: list[str], recorded: Any) -> bool:
     """Whether ``inputs`` are the recorded input files moved or copied: the same file names,
     sizes and content hashes, in the same order, at other paths (an experiment directory
-    copied to another disk; its prepared data stays valid)."""
+    copied to another disk; its prepared data stays valid). Files over 64 MiB, hashed by
+    samples, must keep their mtime too (``cp -p``, ``rsync -a``)."""
     from zhbert.prep.corpus import walk_input_files
 
     if not isinstance(recorded, list) or not recorded or not all(isinstance(r, dict) for r in recorded):
@@ -645,7 +646,10 @@ def _same_content_elsewhere(inputs: list[str], recorded: Any) -> bool:
         now = _fingerprints(walk_input_files(inputs), None)
     except (DataError, OSError):
         return False
-    key = lambda r: (Path(r.get("path", "")).name, r.get("size"), r.get("blake2b"), r.get("hashed", "full"))
+    def key(r: dict) -> tuple:  # a sampled hash (files over 64 MiB) also needs the mtime, as in _changed_inputs
+        sampled = r.get("hashed", "full") == "sampled"
+        return Path(r.get("path", "")).name, r.get("size"), r.get("blake2b"), sampled and r.get("mtime_ns")
+
     return [key(r) for r in recorded] == [key(r) for r in now]
 
 
