@@ -16,3 +16,10 @@ python scripts/clue_experiment.py --budget-minutes 30 --output runs/char30 --con
 python scripts/clue_experiment.py --budget-minutes 30 --output runs/lr5e-4 --config lr5e-4/config.yaml \
     --baseline runs/clue_experiment_full --snapshots "" --seeds 1,2,3 --lr 3e-4 --cmrc-dev 300
 python variant_delta.py runs/clue_experiment_full runs/lr5e-4 > lr5e-4/variant_delta.txt
+
+# then no clipping on top of lr 5e-4 (lr5e-4_noclip/config.yaml), the other lead of table 4, same baseline;
+# paired deltas against the lr-1e-3 recipe (variant_delta.txt) and against lr 5e-4 (variant_delta_vs_lr5e-4.txt)
+python scripts/clue_experiment.py --budget-minutes 30 --output runs/lr5e-4_noclip --config lr5e-4_noclip/config.yaml \
+    --baseline runs/clue_experiment_full --snapshots "" --seeds 1,2,3 --lr 3e-4 --cmrc-dev 300
+python variant_delta.py runs/clue_experiment_full runs/lr5e-4_noclip > lr5e-4_noclip/variant_delta.txt
+python variant_delta.py runs/lr5e-4 runs/lr5e-4_noclip > lr5e-4_noclip/variant_delta_vs_lr5e-4.txt
