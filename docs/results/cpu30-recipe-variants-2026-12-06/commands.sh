@@ -25,3 +25,10 @@ python variant_delta.py runs/clue_experiment_full runs/lr5e-4_noclip > lr5e-4_no
 python variant_delta.py runs/lr5e-4 runs/lr5e-4_noclip > lr5e-4_noclip/variant_delta_vs_lr5e-4.txt
 # pretrain_metrics.jsonl: step, tokens, lr, grad_norm (every 50 steps) and the held-out evals (MLM, SOP every
 # 500 steps) taken from each run's pretrain/metrics.jsonl; the SOP and gradient-norm figures in the docs are from them
+
+# 2026-12-07: peak lr 3e-4 (lr3e-4/config.yaml: the recipe, lr 5e-4, with train.lr 3e-4): the other side of 5e-4,
+# same baseline and protocol; paired deltas against the lr-1e-3 recipe and against lr 5e-4
+python scripts/clue_experiment.py --budget-minutes 30 --output runs/lr3e-4 --config lr3e-4/config.yaml \
+    --baseline runs/clue_experiment_full --snapshots "" --seeds 1,2,3 --lr 3e-4 --cmrc-dev 300
+python variant_delta.py runs/clue_experiment_full runs/lr3e-4 > lr3e-4/variant_delta.txt
+python variant_delta.py runs/lr5e-4 runs/lr3e-4 > lr3e-4/variant_delta_vs_lr5e-4.txt
