@@ -32,3 +32,12 @@ python scripts/clue_experiment.py --budget-minutes 30 --output runs/lr3e-4 --con
     --baseline runs/clue_experiment_full --snapshots "" --seeds 1,2,3 --lr 3e-4 --cmrc-dev 300
 python variant_delta.py runs/clue_experiment_full runs/lr3e-4 > lr3e-4/variant_delta.txt
 python variant_delta.py runs/lr5e-4 runs/lr3e-4 > lr3e-4/variant_delta_vs_lr5e-4.txt
+
+# 2026-12-07: the recipe (lr 5e-4) again with another pretraining seed (lr5e-4_seed43/config.yaml: train.seed 43,
+# which draws the initial weights, the data order and the masks), same baseline and protocol; then the paired
+# delta against the seed-42 run and the two runs pooled against the random-init twin (pooled_delta.txt)
+python scripts/clue_experiment.py --budget-minutes 30 --output runs/lr5e-4_seed43 --config lr5e-4_seed43/config.yaml \
+    --baseline runs/clue_experiment_full --snapshots "" --seeds 1,2,3 --lr 3e-4 --cmrc-dev 300
+python variant_delta.py runs/clue_experiment_full runs/lr5e-4_seed43 > lr5e-4_seed43/variant_delta.txt
+python variant_delta.py runs/lr5e-4 runs/lr5e-4_seed43 > lr5e-4_seed43/variant_delta_vs_lr5e-4.txt
+python pooled_delta.py runs/clue_experiment_full runs/lr5e-4 runs/lr5e-4_seed43 > pooled_delta.txt
