@@ -16,7 +16,8 @@ raw jieba = `jieba.lcut` on every sentence (a `multiprocessing` Pool of N proces
 workers); prepare = `zhbert.prep.prepare.prepare` (read, tokenize, segment + align, pairs, Arrow,
 finalise). The corpus is read once up front (same normalisation as prepare) so both see the
 same sentences; reading is part of prepare's time, not of jieba's. prepare gets shards of
-equal size in characters (8 per worker), the two sides alternate for `--rounds` rounds and
+equal size in characters (8 per worker; `--shard-chars -1`: prepare's own default shards, the
+same for every worker count), the two sides alternate for `--rounds` rounds and
 the best time of each is kept. Target: prepare >= 0.9x raw jieba per worker and near-linear
 in workers; with the fast engine >= 3x raw jieba per core and >= 1.8x from 1 to 2 workers.
 """
@@ -84,8 +85,9 @@ def run_prepare(corpus: Path, vocab: str, workers: int, shard_chars: int, out: P
     from zhbert.config import DataConfig
     from zhbert.prep.prepare import prepare
 
-    cfg = DataConfig(input=[str(corpus)], dir=str(out), vocab=vocab, workers=workers,
-                     shard_documents=10**9, shard_chars=shard_chars, overwrite=True, segmenter=engine)
+    shards = {} if shard_chars < 0 else {"shard_documents": 10**9, "shard_chars": shard_chars}  # -1: the defaults
+    cfg = DataConfig(input=[str(corpus)], dir=str(out), vocab=vocab, workers=workers, overwrite=True,
+                     segmenter=engine, **shards)
     c0, t0 = _cpu(), time.perf_counter()
     stats = prepare(cfg)
     return time.perf_counter() - t0, _cpu() - c0, stats
@@ -227,7 +229,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="N for the multi-process comparison")
     ap.add_argument("--max-docs", type=int, default=0, help="use only the first N documents (0 = all)")
     ap.add_argument("--shard-chars", type=int, default=0,
-                    help="characters per shard (default: enough shards for 8 per worker)")
+                    help="characters per shard (default: enough shards for 8 per worker; -1: prepare's own "
+                         "defaults, data.shard_documents and data.shard_chars, the same shards for every "
+                         "worker count, as users run it)")
     ap.add_argument("--rounds", type=int, default=2, help="measurements per side; the best is kept")
     ap.add_argument("--copies", type=int, default=1,
                     help="use the documents this many times (copy k > 0 of a document: its sentences "
@@ -267,8 +271,15 @@ def main(argv=None) -> int:
         breakdown(docs, args.vocab, engine=args.engines.split(",")[0], profile=args.profile)
         return 0
     shard_chars = args.shard_chars or max(1, chars // (8 * args.workers))
-    print(f"corpus: {len(docs)} documents, {len(texts)} sentences, {chars} chars; "
-          f"shards of {shard_chars} chars; {os.cpu_count()} cpus", flush=True)
+    if args.shard_chars < 0:
+        from zhbert.config import DataConfig
+
+        d = DataConfig()
+        shard_chars, what = -1, f"prepare's default shards ({d.shard_documents} documents or {d.shard_chars} chars)"
+    else:
+        what = f"shards of {shard_chars} chars"
+    print(f"corpus: {len(docs)} documents, {len(texts)} sentences, {chars} chars; {what}; {os.cpu_count()} cpus",
+          flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         # The selected documents, re-written in BERT format, so both sides see the same text.
