@@ -41,3 +41,12 @@ python scripts/clue_experiment.py --budget-minutes 30 --output runs/lr5e-4_seed4
 python variant_delta.py runs/clue_experiment_full runs/lr5e-4_seed43 > lr5e-4_seed43/variant_delta.txt
 python variant_delta.py runs/lr5e-4 runs/lr5e-4_seed43 > lr5e-4_seed43/variant_delta_vs_lr5e-4.txt
 python pooled_delta.py runs/clue_experiment_full runs/lr5e-4 runs/lr5e-4_seed43 > pooled_delta.txt
+
+# 2026-12-07 (later): a third pretraining seed of the recipe (lr5e-4_seed44/config.yaml: cpu_30min.yaml
+# with train.seed 44). This machine had lost the earlier runs' directories, so the whole experiment
+# ran (no --baseline): corpus, vocab (byte-identical), preparation, pretraining, the random-init twin
+# (same weights; its six fine-tuning results reproduced the earlier ones exactly) and both arms' fine-tuning.
+python scripts/clue_experiment.py --budget-minutes 30 --output runs/lr5e-4_seed44 --config lr5e-4_seed44/config.yaml \
+    --snapshots "" --seeds 1,2,3 --lr 3e-4 --cmrc-dev 300
+python dev_correct.py runs/lr5e-4_seed44 > lr5e-4_seed44/dev_correct.json   # per-example correctness, both arms
+python pooled_seeds.py lr5e-4 lr5e-4_seed43 lr5e-4_seed44 > pooled_seeds.txt   # from the committed comparison.json files
