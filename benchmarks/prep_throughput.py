@@ -17,8 +17,9 @@ workers); prepare = `zhbert.prep.prepare.prepare` (read, tokenize, segment + ali
 finalise). The corpus is read once up front (same normalisation as prepare) so both see the
 same sentences; reading is part of prepare's time, not of jieba's. prepare gets shards of
 equal size in characters (8 per worker; `--shard-chars -1`: prepare's own default shards, the
-same for every worker count), the two sides alternate for `--rounds` rounds and
-the best time of each is kept. Target: prepare >= 0.9x raw jieba per worker and near-linear
+same for every worker count), the two sides alternate for `--rounds` rounds, each round
+measuring every worker count in turn, and the best time of each is kept (plus the median of the
+rounds' own 1 -> N scaling). Target: prepare >= 0.9x raw jieba per worker and near-linear
 in workers; with the fast engine >= 3x raw jieba per core and >= 1.8x from 1 to 2 workers.
 """
 
@@ -32,6 +33,7 @@ import os
 import random
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -290,19 +292,32 @@ def main(argv=None) -> int:
             return 0
         rows = []
         engines = args.engines.split(",")
-        for w in sorted({1, args.workers}):
-            # Each measurement in a fresh process, so no side inherits the other's loaded jieba.
-            # Alternating rounds, best wall and best CPU time of each side (a shared box is noisy).
-            j = jc = float("inf")
-            best = {e: [float("inf"), float("inf"), 0] for e in engines}
-            for _ in range(args.rounds):
+        counts = sorted({1, args.workers})
+        # Each measurement in a fresh process, so no side inherits the other's loaded jieba.
+        # A round measures every worker count, one after the other, so both ends of the
+        # scaling see the same machine (a shared VM drifts by 5-10% over minutes: with all
+        # 1-worker rounds first, that drift went into the ratio); the best wall and best CPU
+        # time of each side over the rounds are kept, and each round's own scaling is printed.
+        jbest = {w: [float("inf"), float("inf")] for w in counts}
+        best = {(w, e): [float("inf"), float("inf"), 0] for w in counts for e in engines}
+        walls: dict = {(w, e): [] for w in counts for e in engines}
+        for r in range(args.rounds):
+            for w in counts:
                 jw, jcpu = _measure("jieba", corpus, args.vocab, w, shard_chars, Path(tmp) / f"out{w}")
-                j, jc = min(j, jw), min(jc, jcpu)
+                jbest[w] = [min(jbest[w][0], jw), min(jbest[w][1], jcpu)]
                 for e in engines:
                     w_, c_, n, _ = _measure("prepare", corpus, args.vocab, w, shard_chars, Path(tmp) / f"out{w}", e)
-                    best[e] = [min(best[e][0], w_), min(best[e][1], c_), n]
+                    b = best[(w, e)]
+                    best[(w, e)] = [min(b[0], w_), min(b[1], c_), n]
+                    walls[(w, e)].append(w_)
+            if args.workers != 1:
+                print(f"round {r + 1}: " + ", ".join(
+                    f"{e} 1 -> {args.workers} workers x{walls[(1, e)][-1] / walls[(args.workers, e)][-1]:.2f}"
+                    for e in engines), flush=True)
+        for w in counts:
+            j, jc = jbest[w]
             for e in engines:
-                pw, pc, n = best[e]
+                pw, pc, n = best[(w, e)]
                 rows.append({"engine": e, "workers": w, "jieba_chars_per_s": round(chars / j),
                              "prepare_chars_per_s": round(chars / pw), "ratio": round(j / pw, 3),
                              "jieba_cpu_s": round(jc, 2), "prepare_cpu_s": round(pc, 2), "cpu_ratio": round(jc / pc, 3),
@@ -316,9 +331,11 @@ def main(argv=None) -> int:
     for e in engines:
         one, many = ([r for r in rows if r["engine"] == e and r["workers"] == w] for w in (1, args.workers))
         if args.workers != 1 and one and many:
+            per_round = sorted(a / b for a, b in zip(walls[(1, e)], walls[(args.workers, e)]))
             print(f"scaling {e} 1 -> {args.workers} workers (wall): jieba "
                   f"x{many[0]['jieba_chars_per_s'] / one[0]['jieba_chars_per_s']:.2f}, "
-                  f"prepare x{many[0]['prepare_chars_per_s'] / one[0]['prepare_chars_per_s']:.2f}")
+                  f"prepare x{many[0]['prepare_chars_per_s'] / one[0]['prepare_chars_per_s']:.2f} (best of each side; "
+                  f"median of the rounds' own x{statistics.median(per_round):.2f})")
     return 0
 
 

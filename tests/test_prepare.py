@@ -180,12 +180,39 @@ def test_same_output_with_one_or_two_workers(tmp_path, vocab, corpus):
     assert not tc.equals(datasets.load_from_disk(str(tmp_path / "w1" / "train")).data.table)
 
 
+def test_job_packed_for_a_worker_gives_back_the_same_sentences():
+    # What a worker rebuilds from the packed job (one joined string) is the job's own
+    # sentences, document sentence counts and validation flags, empty sentences included.
+    docs = [("a", ["春天来了", "", "花开了"], False), ("b", ["x"], True), ("c", [""], False)]
+    job = {"index": 0, "docs": docs, "cut": {}}
+    packed = prep._pack(job)
+    assert packed["docs"] is None and isinstance(packed["packed"][3], str)
+    texts, counts, flags = prep._shard_sentences(packed)
+    assert texts == ["春天来了", "", "花开了", "x", ""]
+    assert counts.tolist() == [3, 1, 1] and flags.tolist() == [False, True, False]
+    assert [x.tolist() if hasattr(x, "tolist") else x for x in prep._shard_sentences(job)] == \
+        [texts, [3, 1, 1], [False, True, False]]
+    # A sentence holding "\n" could not be split back: that job goes as it is.
+    odd = {"index": 1, "docs": [("a", ["一\n二", "三"], False)], "cut": {}}
+    assert prep._pack(odd) is odd
+    assert prep._shard_sentences(odd)[0] == ["一\n二", "三"]
+    # No sentence at all.
+    none = prep._pack({"index": 2, "docs": [], "cut": {}})
+    assert prep._shard_sentences(none)[0] == [] and len(prep._shard_sentences(none)[1]) == 0
+
+
 def test_resume_redoes_only_missing_shards(tmp_path, vocab, corpus, monkeypatch):
     cfg = config(tmp_path, vocab)
     real = prep.process_shard
 
+    out = Path(cfg.dir)
+    merged = []
+
     def failing(job):
         if job["index"] == 2:
+            # Shards 0 and 1 are already in the output's train file, merged while this one
+            # is made (before, the whole output was copied after the last shard).
+            merged.extend(p.name for p in (out / "train").glob("*.arrow"))
             raise KeyboardInterrupt  # the run is interrupted while shard 2 is being made
         return real(job)
 
@@ -193,7 +220,8 @@ def test_resume_redoes_only_missing_shards(tmp_path, vocab, corpus, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         prepare(cfg)
     monkeypatch.setattr(prep, "process_shard", real)
-    out = Path(cfg.dir)
+    assert merged == [".part-00000.arrow"]
+    assert not (out / "train").exists() and not (out / "validation").exists()  # half-merged files removed
     marker = json.loads((out / "zhbert_prepare.json").read_text())
     assert marker["complete"] is False
     with pytest.raises(DataError, match="did not finish"):
