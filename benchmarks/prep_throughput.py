@@ -15,9 +15,10 @@ machine shared with other jobs):
 raw jieba = `jieba.lcut` on every sentence (a `multiprocessing` Pool of N processes for N
 workers); prepare = `zhbert.prep.prepare.prepare` (read, tokenize, segment + align, pairs, Arrow,
 finalise). The corpus is read once up front (same normalisation as prepare) so both see the
-same sentences; reading is part of prepare's time, not of jieba's. prepare gets shards of
-equal size in characters (8 per worker; `--shard-chars -1`: prepare's own default shards, the
-same for every worker count), the two sides alternate for `--rounds` rounds, each round
+same sentences; reading is part of prepare's time, not of jieba's. prepare gets its own default
+shards, the same for every worker count, as users run it (`--shard-chars N`: exactly N characters
+a shard; 0: 8 shards per worker, the default before 2026-12-07), the two sides alternate for
+`--rounds` rounds, each round
 measuring every worker count in turn, and the best time of each is kept (plus the median of the
 rounds' own 1 -> N scaling). Target: prepare >= 0.9x raw jieba per worker and near-linear
 in workers; with the fast engine >= 3x raw jieba per core and >= 1.8x from 1 to 2 workers.
@@ -87,7 +88,8 @@ def run_prepare(corpus: Path, vocab: str, workers: int, shard_chars: int, out: P
     from zhbert.config import DataConfig
     from zhbert.prep.prepare import prepare
 
-    shards = {} if shard_chars < 0 else {"shard_documents": 10**9, "shard_chars": shard_chars}  # -1: the defaults
+    # -1: prepare's defaults; else exactly shards of shard_chars (min_shards 1: no cap from the corpus size)
+    shards = {} if shard_chars < 0 else {"shard_documents": 10**9, "shard_chars": shard_chars, "min_shards": 1}
     cfg = DataConfig(input=[str(corpus)], dir=str(out), vocab=vocab, workers=workers, overwrite=True,
                      segmenter=engine, **shards)
     c0, t0 = _cpu(), time.perf_counter()
@@ -230,10 +232,10 @@ def main(argv=None) -> int:
     ap.add_argument("--vocab", default=str(SHARED / "bert_base_chinese" / "vocab.txt"))
     ap.add_argument("--workers", type=int, default=2, help="N for the multi-process comparison")
     ap.add_argument("--max-docs", type=int, default=0, help="use only the first N documents (0 = all)")
-    ap.add_argument("--shard-chars", type=int, default=0,
-                    help="characters per shard (default: enough shards for 8 per worker; -1: prepare's own "
-                         "defaults, data.shard_documents and data.shard_chars, the same shards for every "
-                         "worker count, as users run it)")
+    ap.add_argument("--shard-chars", type=int, default=-1,
+                    help="characters per shard, exactly (data.min_shards 1); 0: enough for 8 per worker; "
+                         "default -1: prepare's own shards (data.shard_documents, data.shard_chars, "
+                         "data.min_shards), the same for every worker count, as users run it")
     ap.add_argument("--rounds", type=int, default=2, help="measurements per side; the best is kept")
     ap.add_argument("--copies", type=int, default=1,
                     help="use the documents this many times (copy k > 0 of a document: its sentences "
@@ -277,7 +279,8 @@ def main(argv=None) -> int:
         from zhbert.config import DataConfig
 
         d = DataConfig()
-        shard_chars, what = -1, f"prepare's default shards ({d.shard_documents} documents or {d.shard_chars} chars)"
+        shard_chars, what = -1, (f"prepare's default shards ({d.shard_documents} documents, or {d.shard_chars} "
+                                 f"chars or 1/{d.min_shards} of the corpus, >= 250,000)")
     else:
         what = f"shards of {shard_chars} chars"
     print(f"corpus: {len(docs)} documents, {len(texts)} sentences, {chars} chars; {what}; {os.cpu_count()} cpus",

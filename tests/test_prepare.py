@@ -14,7 +14,7 @@ import pytest
 import zhbert.prep.prepare as prep
 from zhbert.config import DataConfig
 from zhbert.prep.corpus import ReadStats
-from zhbert.errors import DataError
+from zhbert.errors import ConfigError, DataError
 from zhbert.prep.prepare import load_prepared, prepare, read_prepare_meta
 from zhbert.prep.tokenizer import ChineseTokenizer, special_layout
 
@@ -430,6 +430,68 @@ def test_shards_close_at_shard_chars(tmp_path, vocab):
     jobs = list(prep._shard_jobs(cfg, ReadStats(), Path(cfg.dir)))
     assert [[len(s[0]) for _, s, _ in j["docs"]] for j in jobs] == [[10, 10], [30], [5, 5, 5]]
     assert prepare(cfg)["shards"] == 3
+
+
+def test_shard_cap_from_the_estimated_corpus_size():
+    # Hand-worked: ~3 bytes a character, x4 for compressed files; 1/min_shards of that, within
+    # [MIN_SHARD_CHARS = 250,000, shard_chars].
+    files = [{"path": "/c/a.txt", "size": 90_000_000}, {"path": "/c/b.txt.gz", "size": 7_500_000}]
+    # (90M + 4 x 7.5M) / 3 = 40M characters; / 64 = 625,000
+    assert prep.shard_cap(DataConfig(), files) == 625_000
+    assert prep.shard_cap(DataConfig(min_shards=10), files) == 2_000_000  # 4M > shard_chars
+    assert prep.shard_cap(DataConfig(min_shards=1000), files) == 250_000  # 40,000: the floor
+    assert prep.shard_cap(DataConfig(min_shards=1000, shard_chars=1000), files) == 1000  # never above shard_chars
+    assert prep.shard_cap(DataConfig(min_shards=1), files) == 2_000_000  # 1: shard_chars alone
+    with pytest.raises(ConfigError, match="data.min_shards"):
+        DataConfig(min_shards=0).validate("x")
+
+
+def test_mid_sized_corpus_is_cut_into_min_shards(tmp_path, vocab, monkeypatch):
+    # Floor lowered so a test-sized corpus shows the rule: 60 documents of 12 characters (36
+    # bytes of UTF-8 each + newlines), min_shards 6 -> shards close at size / 3 / 6 characters.
+    monkeypatch.setattr(prep, "MIN_SHARD_CHARS", 1)
+    doc = "春天来了花园里的花都开了"
+    assert len(doc) == 12
+    docs = [[doc[i % 12:] + doc[:i % 12]] for i in range(12)] * 5  # 60 documents, 12 of them distinct
+    path = write_corpus(tmp_path / "corpus.txt", docs)
+    cap = int(path.stat().st_size / 3 // 6)
+    cfg = config(tmp_path, vocab, shard_documents=100, min_shards=6, validation_fraction=0, dedup=False)
+    stats = prepare(cfg)
+    assert stats["shard_cap"] == cap == read_prepare_meta(cfg.dir)["shard_cap"]
+    per_shard = -(-cap // 12)  # documents until a shard's characters reach the cap
+    assert stats["shards"] == -(-60 // per_shard)
+    # the same corpus with min_shards 1: one shard (shard_documents 100, shard_chars 2M)
+    assert prepare(config(tmp_path, vocab, shard_documents=100, validation_fraction=0, dedup=False,
+                          dir=str(tmp_path / "one"), min_shards=1))["shards"] == 1
+    # a finished output is not re-made for another min_shards (same documents, same settings)
+    assert prepare(dataclasses.replace(cfg, min_shards=1))["already_prepared"] is True
+
+
+def test_resume_refused_when_shards_would_close_elsewhere(tmp_path, vocab, corpus, monkeypatch):
+    # A partial output started with other shard boundaries (by an older zhbert, or with another
+    # data.min_shards) cannot be resumed by index: refused, naming the setting that resumes it.
+    monkeypatch.setattr(prep, "MIN_SHARD_CHARS", 1)
+    cfg = config(tmp_path, vocab, min_shards=1)
+    real = prep.process_shard
+
+    def failing(job):
+        if job["index"] == 1:
+            raise KeyboardInterrupt
+        return real(job)
+
+    monkeypatch.setattr(prep, "process_shard", failing)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(cfg)
+    monkeypatch.setattr(prep, "process_shard", real)
+    out = Path(cfg.dir)
+    assert (out / "shards" / "shard_00000" / "shard.json").exists()
+    with pytest.raises(DataError, match=r"out: holds a partial output .* data.min_shards=1 to resume"):
+        prepare(dataclasses.replace(cfg, min_shards=64))
+    assert (out / "shards" / "shard_00000" / "shard.json").exists()  # nothing lost
+    stats = prepare(cfg)
+    assert stats["shards_reused"] == 1
+    fresh = prepare(config(tmp_path, vocab, min_shards=1, dir=str(tmp_path / "fresh")))
+    assert fresh["instances"] == stats["instances"]
 
 
 def test_sentence_over_the_budget_is_cut_into_pieces(tmp_path, vocab):

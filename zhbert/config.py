@@ -88,6 +88,10 @@ class DataConfig:
     """documents per shard (unit of parallelism and resume) ..."""
     shard_chars: int = 2_000_000
     """... or fewer: a shard also closes at this many characters."""
+    min_shards: int = 64
+    """... and at 1/min_shards of the corpus size estimated from the input files, down to 250,000
+    characters: a mid-sized corpus is cut finely enough that the workers start early and finish
+    together (1: shards of shard_documents/shard_chars alone, as before this setting)."""
     workers: int = 1
     """Worker processes of `zhbert prepare`."""
     seed: int = 12345
@@ -111,6 +115,7 @@ class DataConfig:
         _check(where, "data.dupe_factor", self.dupe_factor >= 1, "must be >= 1")
         _check(where, "data.shard_documents", self.shard_documents >= 1, "must be >= 1")
         _check(where, "data.shard_chars", self.shard_chars >= 1, "must be >= 1")
+        _check(where, "data.min_shards", self.min_shards >= 1, "must be >= 1")
         _check(where, "data.workers", self.workers >= 1, "must be >= 1")
 
 

@@ -3,10 +3,12 @@
     documents (zhbert.prep.corpus, read and deduplicated in the main process, in input order)
       -> sentences over 8192 characters cut into pieces of at most 8192, and documents
          over ``shard_chars`` characters cut into parts at sentence ends (see "Long text")
-      -> shards of ``shard_documents`` documents, or fewer when they reach ``shard_chars``
-         characters (shard k = the k-th group: independent of the number of workers, so the
-         output is too; the character cap keeps shards of long documents as small as shards of
-         short ones, so workers finish together)
+      -> shards of ``shard_documents`` documents, or fewer when they reach ``shard_cap``
+         characters: ``shard_chars``, or 1/``min_shards`` of the corpus size estimated from the
+         input files when that is smaller (not below 250,000). Shard k = the k-th group:
+         independent of the number of workers, so the output is too; the character cap keeps
+         shards of long documents as small as shards of short ones, and a mid-sized corpus in
+         enough shards, so workers start early and finish together
       -> worker processes, each with ONE tokenizer and ONE jieba dictionary for its lifetime
          (a shard's sentences reach its worker as one string, ``_pack``):
          tokenize + segment + align (zhbert.prep.segment), sentences over the token budget cut at
@@ -27,8 +29,8 @@ Memory is bounded by the shards in flight (at most ``2 * workers`` shards are re
 plus a few copies of the longest input line, not by the corpus: documents stream from disk,
 and each worker writes its own Arrow files. The price of streaming is that a random-next B
 segment is drawn from the same *shard* (as Google's script draws from the same input file),
-not the whole corpus: with the default 2000 documents per shard the pool is large enough for
-the NSP task.
+not the whole corpus: a shard of 2000 documents, or of at least 250,000 characters, is a pool
+large enough for the NSP task.
 
 Validation documents are chosen by a hash of (seed, document text) against
 ``validation_fraction``, so the choice does not depend on shard size or workers; train and
@@ -122,7 +124,10 @@ PARTIAL_SUFFIX = ".zhbert-partial"  # DIR.zhbert-partial: a replacement being bu
 OLD_SUFFIX = ".zhbert-old"  # DIR.zhbert-old-PID: the replaced output, until deleted
 LOCK_INSIDE = ".zhbert.lock"  # the lock file when DIR.lock cannot be created (zhbert.files.DirLock)
 # Config fields that do not change the output (a re-run may differ in these and still resume).
-_NOT_IN_KEY = ("workers", "overwrite", "dir")
+# Settings that do not decide what a finished output holds: where it lives and how it is made.
+# ``min_shards`` changes where shards close (``shard_cap``), so it is compared, as the recorded
+# cap, only where shards are reused: on resume (``_check_resume_cap``).
+_NOT_IN_KEY = ("workers", "overwrite", "dir", "min_shards")
 _SEGMENT_BATCH = 2048  # sentences per tokenizer/jieba batch inside a shard (one joined string) ...
 _SEGMENT_BATCH_CHARS = 1 << 18  # ... or fewer: a batch also closes at this many characters
 _HUGE_SENTENCE_CHARS = 1 << 13  # longer sentences are cut in the main process (see "Long text")
@@ -617,11 +622,27 @@ def _resolved_meta(cfg: DataConfig, vocab_sha256: str, old: Optional[dict] = Non
 # Settings added after outputs were first written: an output that does not record one was made
 # with this value (before data.segmenter, jieba's exact words).
 _RECORDED_DEFAULTS = {"segmenter": "fastcut", "dataset_split": "train", "near_dedup": False,
-                      "near_dedup_threshold": 0.8, "near_dedup_num_perm": 128}
+                      "near_dedup_threshold": 0.8, "near_dedup_num_perm": 128, "min_shards": 1}
 
 
 def _recorded_config(meta: dict) -> dict:
     return {**_RECORDED_DEFAULTS, **(meta.get("config") or {})}
+
+
+def _recorded_cap(meta: dict) -> Optional[int]:
+    """The characters at which the recorded run's shards closed (before ``shard_cap`` was
+    recorded: ``shard_chars``)."""
+    return meta.get("shard_cap", _recorded_config(meta).get("shard_chars"))
+
+
+def _check_resume_cap(out: Path, old: dict, meta: dict) -> None:
+    """Finished shards are reused by index, so a resumed run must cut the corpus where the
+    first one did."""
+    if _recorded_cap(old) != meta["shard_cap"]:
+        was = _recorded_config(old).get("min_shards")
+        raise DataError(f"{out}: holds a partial output whose shards close at {_recorded_cap(old):,} characters; "
+                        f"this run's close at {meta['shard_cap']:,} (data.min_shards, data.shard_chars): re-run "
+                        f"with data.min_shards={was} to resume it, or pass --overwrite to start over")
 
 
 def _key(meta: dict) -> dict:
@@ -753,7 +774,7 @@ def _check_partial_dir(work: Path, meta: dict) -> str:
     if old is None:
         raise DataError(f"{work}: exists and is not a zhbert prepare output; move it away "
                         f"(`zhbert prepare --overwrite` builds the new output there)")
-    if _differences(old, meta):
+    if _differences(old, meta) or _recorded_cap(old) != meta["shard_cap"]:
         shutil.rmtree(work)  # a replacement with another configuration, never finished
         return "new"
     return "done" if is_complete(work) else "resume"
@@ -877,7 +898,16 @@ def _parts(sentences: list[str], cap: int) -> Iterator[tuple[int, int]]:
 # still have eval curves worth reading, and keep most of its data for training).
 MIN_VALIDATION_INSTANCES = 64
 MAX_VALIDATION_SHARE = 0.25
+MIN_SHARD_CHARS = 250_000  # shard_cap's floor
 _COMPRESSED = (".gz", ".bz2", ".xz", ".zst")
+
+
+def _estimated_chars(input_files: list[dict]) -> float:
+    """Characters of the corpus, estimated from the recorded input files before anything is
+    read: ~3 bytes per character of UTF-8 Chinese, x4 for compressed files. A pure function of
+    the record, so a resumed run estimates as the first."""
+    return sum(r.get("size", 0) * (4 if str(r.get("path", "")).endswith(_COMPRESSED) else 1)
+               for r in input_files) / 3
 
 
 def validation_fraction(cfg: DataConfig, input_files: list[dict]) -> float:
@@ -885,27 +915,48 @@ def validation_fraction(cfg: DataConfig, input_files: list[dict]) -> float:
     the corpus is so small that it would give fewer than MIN_VALIDATION_INSTANCES instances.
 
     Documents are routed by a hash of their text before anything is counted (streaming), so
-    the corpus size is estimated from the input files: ~3 bytes per character of UTF-8
-    Chinese (x4 for compressed files), ~0.9 x max_seq_length characters per instance. The
-    estimate is a pure function of the recorded inputs, so a resumed run routes as the first.
-    0 stays 0 (no validation split).
+    the corpus size is estimated from the input files (``_estimated_chars``), ~0.9 x
+    max_seq_length characters per instance. 0 stays 0 (no validation split).
     """
     f = cfg.validation_fraction
     if f <= 0:
         return 0.0
-    size = sum(r.get("size", 0) * (4 if str(r.get("path", "")).endswith(_COMPRESSED) else 1) for r in input_files)
-    instances = max(1.0, size / 3 / (0.9 * cfg.max_seq_length))
+    instances = max(1.0, _estimated_chars(input_files) / (0.9 * cfg.max_seq_length))
     return max(f, min(MIN_VALIDATION_INSTANCES / instances, MAX_VALIDATION_SHARE))
 
 
-def _shard_jobs(cfg: DataConfig, read_stats, out: Path, fraction: Optional[float] = None) -> Iterator[dict]:
-    """Stream documents into shard jobs (validation flags decided here, in input order)."""
+def shard_cap(cfg: DataConfig, input_files: list[dict]) -> int:
+    """Characters at which a shard closes: ``data.shard_chars``, or 1/``data.min_shards`` of the
+    estimated corpus (``_estimated_chars``) when that is smaller, but not below MIN_SHARD_CHARS
+    (nor above ``shard_chars``).
+
+    Why: the first shard is read before any worker has work, and the last worker to finish
+    runs its last shard alone, so a run loses up to about two shards' time on one core. On a
+    corpus of 36M characters with 2M-character shards (18 shards) that was ~2 s of an 18 s run
+    on 2 workers (benchmarks/prep_throughput.py, docs/benchmarks.md); 64 shards make it small.
+    The floor keeps a shard's pool of random B segments large and the per-shard costs (files,
+    hand-over) negligible; big corpora keep ``shard_chars``. The cap is a pure function of the
+    recorded inputs and settings, not of the number of workers, so the output is the same for
+    any ``workers`` and a resumed run cuts as the first (recorded as ``shard_cap``).
+    """
+    if cfg.min_shards <= 1:  # exactly shard_chars, as before the setting, whatever the estimate
+        return cfg.shard_chars
+    est = _estimated_chars(input_files)
+    return min(cfg.shard_chars, max(MIN_SHARD_CHARS, int(est // cfg.min_shards)))
+
+
+def _shard_jobs(cfg: DataConfig, read_stats, out: Path, fraction: Optional[float] = None,
+                cap: Optional[int] = None) -> Iterator[dict]:
+    """Stream documents into shard jobs (validation flags decided here, in input order); a shard
+    closes at ``cfg.shard_documents`` documents or ``cap`` characters (``shard_cap``; default
+    ``cfg.shard_chars``)."""
     from zhbert.prep.corpus import iter_documents
 
     base = {k: getattr(cfg, k) for k in ("vocab", "jieba_hmm", "jieba_user_dict", "entity_mode", "segmenter", "seed",
                                          "dupe_factor", "max_seq_length", "short_seq_prob", "pair_mode")}
     base["dir"] = str(out)
     fraction = cfg.validation_fraction if fraction is None else fraction
+    cap = cfg.shard_chars if cap is None else cap
     docs: list = []  # (doc_id, sentences, is_validation): a document, or a part of a long one
     cuts: dict[int, tuple[set[int], int]] = {}  # position in docs -> (pieces, cut sentences starting there)
     whole: list[bool] = []  # docs[i] is a whole document
@@ -928,7 +979,7 @@ def _shard_jobs(cfg: DataConfig, read_stats, out: Path, fraction: Optional[float
         is_val = _is_validation(cfg.seed, doc.sentences, fraction)
         sentences, pieces, firsts = _cut_huge(doc.sentences)
         seen += 1
-        for a, b in _parts(sentences, cfg.shard_chars):
+        for a, b in _parts(sentences, cap):
             if pieces:
                 here = {i - a for i in pieces if a <= i < b}
                 if here:
@@ -936,7 +987,7 @@ def _shard_jobs(cfg: DataConfig, read_stats, out: Path, fraction: Optional[float
             docs.append((doc.id, sentences[a:b], is_val))
             whole.append(b - a == len(sentences))
             chars += sum(map(len, sentences[a:b]))
-            if len(docs) == cfg.shard_documents or chars >= cfg.shard_chars:
+            if len(docs) == cfg.shard_documents or chars >= cap:
                 yield job()
                 docs, cuts, whole, index, chars = [], {}, [], index + 1, 0
     if docs:
@@ -1143,7 +1194,10 @@ def _prepare_locked(cfg: DataConfig, out: Path, tokenizer, t0: float) -> dict:
     _repair_swap(out)
     old = _read_json(out / CONFIG_FILE) if (out / MARKER).exists() else None
     meta = _resolved_meta(cfg, tokenizer.vocab_sha256(), old)  # DataError naming a missing input
+    meta["shard_cap"] = shard_cap(cfg, meta["input_files"])
     state = _check_output_dir(out, cfg, meta)
+    if state == "resume":
+        _check_resume_cap(out, old, meta)
     if state == "done":
         # A run killed between its complete marker and removing the shards left them here.
         shutil.rmtree(out / SHARDS_DIR, ignore_errors=True)
@@ -1178,7 +1232,7 @@ def _prepare_locked(cfg: DataConfig, out: Path, tokenizer, t0: float) -> dict:
     bar = tqdm(unit="char", unit_scale=True, desc="prepare", disable=None)
     val_fraction = validation_fraction(cfg, meta["input_files"])
     read_cpu = [0.0]
-    jobs = _timed(_shard_jobs(cfg, read_stats, work, val_fraction), read_cpu)
+    jobs = _timed(_shard_jobs(cfg, read_stats, work, val_fraction, meta["shard_cap"]), read_cpu)
     progress = _Progress(bar)
     drop = False
     merger = None
@@ -1246,6 +1300,7 @@ def _prepare_locked(cfg: DataConfig, out: Path, tokenizer, t0: float) -> dict:
             "skipped_files": read_stats.skipped_files,
             "shards": shards,
             "shards_reused": reused_shards,
+            "shard_cap": meta["shard_cap"],
             "workers": cfg.workers,
             "seconds": round(seconds, 3),
             "chars_per_second": round(processed_chars / seconds, 1) if seconds > 0 else None,

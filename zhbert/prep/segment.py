@@ -272,7 +272,8 @@ def _parse_tag_codes(data: bytes) -> dict[str, str]:
 
 def _rjieba(user_dict: Optional[str]):
     """One ``rjieba.Jieba`` per (process, user dictionary): jieba-rs with jieba's default
-    dictionary (built in), plus the user dictionary's words read as jieba reads them."""
+    dictionary (built in), plus the user dictionary's words read as jieba reads them. Without
+    a user dictionary it is the module's own default instance (only ``cut`` is called)."""
     if user_dict not in _RJIEBA_CACHE:
         try:
             import rjieba
@@ -281,8 +282,12 @@ def _rjieba(user_dict: Optional[str]):
                               "(or set data.segmenter=fastcut)") from None
         if user_dict is not None and not Path(user_dict).is_file():
             raise DataError(f"{user_dict}: jieba user dictionary not found")
-        engine = rjieba.Jieba()
-        if user_dict is not None:
+        if user_dict is None:
+            # ``import rjieba`` has already built a Jieba with the default dictionary (its
+            # module-level cut); building a second costs ~0.09 s of every run's serial start.
+            engine = rjieba
+        else:
+            engine = rjieba.Jieba()
             for word, freq, tag in _user_dict_entries(Path(user_dict)):
                 engine.add_word(word, freq, tag)
         _RJIEBA_CACHE[user_dict] = engine
