@@ -87,6 +87,16 @@ ROWS: dict[str, tuple[str, list[str], dict]] = {
                 SOP),
     "r_vocab21k": ("the recipe with bert-base-chinese's vocab (21,128) instead of the fitted 8,000", [],
                    {**SOP, "vocab": "base"}),
+    # 2026-12-07: the choices table 1 backed (5 minutes, from the first draft), again from the
+    # recipe as it is now (peak lr 5e-4)
+    "r_char": ("the recipe with masking.strategy char", ["masking.strategy=char"], SOP),
+    "r_nopair": ("the recipe with pair_mode none (one packed segment, MLM only)", [], {}),
+    "r_nsp": ("the recipe with pair_mode nsp (Google pairs, short_seq_prob 0.1)", [], {"pair_mode": "nsp", "short": 0.1}),
+    "r_mask40": ("the recipe with mask_prob 0.40", ["masking.mask_prob=0.4"], SOP),
+    "r_mask25": ("the recipe with mask_prob 0.25", ["masking.mask_prob=0.25"], SOP),
+    "r_b64": ("the recipe with micro batch 64 (the first draft's)", ["train.micro_batch_size=64"], SOP),
+    "r_seq64": ("the recipe with max_seq_length 64, micro batch 32 (the tokens of a step)",
+                ["train.micro_batch_size=32"], {**SOP, "seq": 64}),
 }
 
 
