@@ -6,7 +6,8 @@ Used for an A/B of two code versions on the same corpus, alternating, e.g.
     for i in 1 2 3; do PYTHONPATH=/tmp/old python ab.py corpus8.txt 2; python ab.py corpus8.txt 2; done
 (the first line of each output names the checkout it imported). corpus8.txt: the shared corpus
 8 times, each copy's documents reshuffled, as benchmarks/prep_throughput.py --copies 8 writes it
-(mkcorpus.py here)."""
+(mkcorpus.py here). Since 2026-12-07 (evening; prep-2026-12-07c) it also prints the number of
+shards; the runs recorded here were made before, without it."""
 import os
 import resource
 import sys
@@ -29,4 +30,4 @@ st = P.prepare(cfg)
 wall = time.perf_counter() - t0
 cpu = sum(getattr(resource.getrusage(w), f) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
           for f in ("ru_utime", "ru_stime"))
-print(f"{Path(P.__file__).parents[2]} workers {workers} wall {wall:.2f} cpu {cpu:.2f} {st['cpu_seconds']}", flush=True)
+print(f"{Path(P.__file__).parents[2]} workers {workers} wall {wall:.2f} cpu {cpu:.2f} shards {st['shards']} {st['cpu_seconds']}", flush=True)
