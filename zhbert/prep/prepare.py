@@ -2,7 +2,7 @@
 
     documents (zhbert.prep.corpus, read and deduplicated in the main process, in input order)
       -> sentences over 8192 characters cut into pieces of at most 8192, and documents
-         over ``shard_chars`` characters cut into parts at sentence ends (see "Long text")
+         over ``shard_cap`` characters (below) cut into parts at sentence ends (see "Long text")
       -> shards of ``shard_documents`` documents, or fewer when they reach ``shard_cap``
          characters: ``shard_chars``, or 1/``min_shards`` of the corpus size estimated from the
          input files when that is smaller (not below 250,000). Shard k = the k-th group:
@@ -45,9 +45,9 @@ sentence end gave 128 tokens. Such a sentence is now cut into pieces (counted in
 
 * in the main process, in characters: a sentence over 8192 characters becomes pieces of at
   most 8192 (cut after a space or comma near the end of the window when there is one; jieba's
-  route over one unbroken block costs memory in proportion to it), and a document over
-  ``shard_chars`` characters is cut into parts at sentence ends, so no shard holds much more
-  than ``shard_chars`` characters whatever the lines look like. (The parts of a document are
+  route over one unbroken block costs memory in proportion to it), and a document over the
+  shard cap (``shard_cap``: at most ``shard_chars``) is cut into parts at sentence ends, so no
+  shard holds much more than that whatever the lines look like. (The parts of a document are
   documents of their shards, so a random B segment may come from another part of it; all
   parts go to the document's split, and a part is never the document moved to validation.)
 * in the worker, in tokens: a sentence over the budget is cut into pieces of at most half the
@@ -123,10 +123,10 @@ SPLITS = ("train", "validation")
 PARTIAL_SUFFIX = ".zhbert-partial"  # DIR.zhbert-partial: a replacement being built
 OLD_SUFFIX = ".zhbert-old"  # DIR.zhbert-old-PID: the replaced output, until deleted
 LOCK_INSIDE = ".zhbert.lock"  # the lock file when DIR.lock cannot be created (zhbert.files.DirLock)
-# Config fields that do not change the output (a re-run may differ in these and still resume).
-# Settings that do not decide what a finished output holds: where it lives and how it is made.
-# ``min_shards`` changes where shards close (``shard_cap``), so it is compared, as the recorded
-# cap, only where shards are reused: on resume (``_check_resume_cap``).
+# Config fields that do not decide what a finished output holds (a re-run may differ in these and
+# still use it): where it lives and how it is made. ``min_shards`` moves where shards close
+# (``shard_cap``), so where shards are reused, on resume, the recorded cap must match
+# (``_check_resume_cap``).
 _NOT_IN_KEY = ("workers", "overwrite", "dir", "min_shards")
 _SEGMENT_BATCH = 2048  # sentences per tokenizer/jieba batch inside a shard (one joined string) ...
 _SEGMENT_BATCH_CHARS = 1 << 18  # ... or fewer: a batch also closes at this many characters
@@ -931,9 +931,10 @@ def shard_cap(cfg: DataConfig, input_files: list[dict]) -> int:
     (nor above ``shard_chars``).
 
     Why: the first shard is read before any worker has work, and the last worker to finish
-    runs its last shard alone, so a run loses up to about two shards' time on one core. On a
-    corpus of 36M characters with 2M-character shards (18 shards) that was ~2 s of an 18 s run
-    on 2 workers (benchmarks/prep_throughput.py, docs/benchmarks.md); 64 shards make it small.
+    runs its last shard alone, so a run loses up to about two shards' time on one core. With
+    16 shards of 2.3M characters (36M in all, 2 workers, ~18 s) the first shard started 1.15 s
+    into the run and the last worker finished 1.46 s after the other (docs/benchmarks.md);
+    64 shards shrink both.
     The floor keeps a shard's pool of random B segments large and the per-shard costs (files,
     hand-over) negligible; big corpora keep ``shard_chars``. The cap is a pure function of the
     recorded inputs and settings, not of the number of workers, so the output is the same for
