@@ -3,6 +3,8 @@ the start of prepare (and its CPU per stage): where a 2-worker run leaves a core
     python timeline_1x.py WORKERS [INPUT ...]         (default input: the shared pretrain corpus)
     SC=100000 python timeline_1x.py 2                 (shards of exactly SC characters)
 Output of the runs quoted in docs/benchmarks.md: timeline_1x.txt."""
+from pathlib import Path as _Path
+SHARED = _Path(__file__).resolve().parents[4] / "shared" / "data"
 import sys, time, json, os, tempfile, collections
 os.environ.setdefault("OMP_NUM_THREADS", "1"); os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from pathlib import Path
@@ -19,7 +21,7 @@ def patched(job):
         f.write(json.dumps([os.getpid(), job["index"], a, time.perf_counter(), c, time.process_time()]) + "\n")
     return r
 P.process_shard = patched
-cfg = DataConfig(input=sys.argv[2:] or ["/work/shared/data/pretrain_corpus"], dir=tempfile.mkdtemp() + "/o", vocab="/work/shared/data/bert_base_chinese/vocab.txt",
+cfg = DataConfig(input=sys.argv[2:] or [str(SHARED / "pretrain_corpus")], dir=tempfile.mkdtemp() + "/o", vocab=str(SHARED / "bert_base_chinese" / "vocab.txt"),
                  workers=workers, overwrite=True, **({"shard_chars": int(os.environ["SC"]), "shard_documents": 10**9} if os.environ.get("SC") else {}), segmenter="rjieba")
 t0 = time.perf_counter(); c0 = time.process_time()
 st = P.prepare(cfg)
