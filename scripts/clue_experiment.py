@@ -29,12 +29,14 @@
 Every stage leaves its output in ``--output`` and is skipped when rerun (resume).
 
 **Recipe variants** (``--baseline DIR``, an earlier experiment's ``--output``): a config that
-changes only pretraining settings (masking, lr, model options...) reuses the baseline's corpus,
-vocab and prepared data (pretraining refuses them, naming the key, if the config's data section
-differs) and the baseline's fine-tuning results of the random-init twin, which are copied only
-when the twin rebuilt for this run has the baseline twin's weights and the fine-tuning flags
-are the baseline's (``zhbert eval clue`` checks both again per seed). Only the pretrained arm
-is then pretrained and fine-tuned: about half the time of a full experiment.
+changes pretraining settings (masking, lr, model options, the pair mode...) reuses the baseline's
+corpus and vocab (the data are prepared again from them with this config: seconds, so a
+data-section change such as ``data.pair_mode`` is a variant like any other) and the baseline's
+fine-tuning results of the random-init twin, which are copied only when the twin rebuilt for
+this run has the baseline twin's weights (the twin depends on the model config and the vocab,
+not on the prepared pairs) and the fine-tuning flags are the baseline's (``zhbert eval clue``
+checks both again per seed). Only the pretrained arm is then pretrained and fine-tuned: about
+half the time of a full experiment.
 
     python scripts/clue_experiment.py --budget-minutes 30 --output runs/mask30 \
         --config my_variant.yaml --baseline runs/clue_experiment --snapshots "" --lr 3e-4 --cmrc-dev 300
@@ -219,9 +221,9 @@ def main() -> int:
 
     base = Path(args.baseline).resolve() if args.baseline else None
     src = base if base is not None else out
-    corpus, vocab, data, run = src / "corpus" / "files", src / "corpus" / "vocab.txt", src / "data", out / "pretrain"
+    corpus, vocab, data, run = src / "corpus" / "files", src / "corpus" / "vocab.txt", out / "data", out / "pretrain"
     if base is not None:
-        for need in (corpus, vocab, data / "zhbert_prepare.json"):
+        for need in (corpus, vocab):
             if not need.exists():
                 raise SystemExit(f"--baseline {base}: {need} not found (expected a finished clue_experiment.py "
                                  "output)")
@@ -229,9 +231,10 @@ def main() -> int:
         stage("corpus", lambda: experiment_corpus.build(corpus, clue))
         stage("vocab", lambda: sh([sys.executable, "-m", "zhbert.cli", "vocab", "build", "--input", corpus,
                                    "--output", vocab, "--size", args.vocab_size], log))
-        stage("prepare", lambda: sh([sys.executable, "-m", "zhbert.cli", "prepare", "--config", args.config,
-                                     "--input", *pretraining_inputs(corpus, args.corpus), "--output", data,
-                                     "--vocab", vocab, "--overwrite"], log))
+    # prepared here even with a baseline: this config's data section (pair mode...) may differ from the baseline's
+    stage("prepare", lambda: sh([sys.executable, "-m", "zhbert.cli", "prepare", "--config", args.config,
+                                 "--input", *pretraining_inputs(corpus, args.corpus), "--output", data,
+                                 "--vocab", vocab, "--overwrite"], log))
     snaps = [float(m) for m in args.snapshots.split(",") if m.strip()]
     stage("pretrain", lambda: sh([sys.executable, "scripts/pretrain.py", "--config", args.config,
                                   f"data.dir={data}", f"data.vocab={vocab}",
