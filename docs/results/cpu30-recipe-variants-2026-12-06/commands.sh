@@ -50,3 +50,12 @@ python scripts/clue_experiment.py --budget-minutes 30 --output runs/lr5e-4_seed4
     --snapshots "" --seeds 1,2,3 --lr 3e-4 --cmrc-dev 300
 python dev_correct.py runs/lr5e-4_seed44 > lr5e-4_seed44/dev_correct.json   # per-example correctness, both arms
 python pooled_seeds.py lr5e-4 lr5e-4_seed43 lr5e-4_seed44 > pooled_seeds.txt   # from the committed comparison.json files
+
+# 2026-12-07 (afternoon): NSP instead of SOP (nsp/config.yaml: the recipe with data.pair_mode nsp), the lead
+# of table 5 (docs/results/ablation-2026-12-07/, row r_nsp). `--baseline` now prepares the variant's own
+# data from the baseline's corpus and vocab, so the seed-44 run (the one still on this machine) is the
+# baseline: its twin's results were copied (same weights, same flags). Run from a git worktree of the commit,
+# hence the explicit --clue-dir (the default is the shared folder beside the checkout).
+python scripts/clue_experiment.py --budget-minutes 30 --output runs/nsp42 --config nsp/config.yaml \
+    --baseline runs/lr5e-4_seed44 --snapshots "" --seeds 1,2,3 --lr 3e-4 --cmrc-dev 300 --clue-dir ../shared/data/clue
+python variant_delta.py runs/lr5e-4_seed44 runs/nsp42 > nsp/variant_delta_vs_seed44.txt
