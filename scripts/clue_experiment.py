@@ -171,6 +171,22 @@ def reuse_baseline_twin(run: Path, base_eval: Path, eval_out: Path, flags: dict,
     return f"{src}: copied (same twin weights and flags)"
 
 
+def check_clue_data(clue: Path, tasks: list[str]) -> None:
+    """Every task's dev file is found under ``clue`` (``zhbert eval clue``'s own lookup), checked
+    before any stage: otherwise a wrong ``--clue-dir`` shows only after the 30-minute pretraining."""
+    from zhbert.clue.data import find_task_dir
+    from zhbert.clue.tasks import TASKS
+    from zhbert.errors import DataError
+
+    for name in tasks:
+        if name not in TASKS:
+            raise SystemExit(f"--tasks: unknown task {name!r} (one of {', '.join(TASKS)})")
+        try:
+            find_task_dir(clue, TASKS[name])
+        except DataError as e:
+            raise SystemExit(f"--clue-dir {clue}: {e}") from None
+
+
 def baseline_flags(base: Path) -> Optional[dict]:
     """The fine-tuning flags of a baseline experiment, from its comparison.json."""
     f = base / "comparison.json"
@@ -219,6 +235,7 @@ def main() -> int:
         (out / "times.json").write_text(json.dumps(times, indent=2) + "\n")
         print(f"[experiment] {name}: {times[name]:.0f} s", flush=True)
 
+    check_clue_data(clue, args.tasks.split(",") + (["cmrc2018"] if args.cmrc_dev else []))
     base = Path(args.baseline).resolve() if args.baseline else None
     src = base if base is not None else out
     corpus, vocab, data, run = src / "corpus" / "files", src / "corpus" / "vocab.txt", out / "data", out / "pretrain"

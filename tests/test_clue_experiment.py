@@ -130,3 +130,19 @@ def test_baseline_twin_results_reused_only_for_the_same_twin_and_flags(exp, tmp_
     assert "flags are not recorded" in msg and not (out / "random-init").exists()
     msg = exp.reuse_baseline_twin(run, tmp_path / "none" / "clue", out, flags, dict(flags))
     assert "no finished results" in msg
+
+
+def test_clue_data_checked_before_any_stage(exp, tmp_path):
+    """A wrong --clue-dir or a missing task fails at once (one line naming the directory), not
+    after the pretraining: ocnli's dev file is there, tnews's is not."""
+    (tmp_path / "ocnli_public").mkdir()
+    (tmp_path / "ocnli_public" / "dev.json").write_text("{}\n")
+    exp.check_clue_data(tmp_path, ["ocnli"])  # found: no error
+    with pytest.raises(SystemExit) as e:
+        exp.check_clue_data(tmp_path, ["ocnli", "tnews"])
+    msg = str(e.value)
+    assert msg.startswith(f"--clue-dir {tmp_path}:") and "tnews_public" in msg and "\n" not in msg
+    with pytest.raises(SystemExit, match="not found"):
+        exp.check_clue_data(tmp_path / "missing", ["ocnli"])
+    with pytest.raises(SystemExit, match="unknown task 'ocnlii'"):
+        exp.check_clue_data(tmp_path, ["ocnlii"])
