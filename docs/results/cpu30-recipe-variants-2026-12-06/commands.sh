@@ -59,3 +59,7 @@ python pooled_seeds.py lr5e-4 lr5e-4_seed43 lr5e-4_seed44 > pooled_seeds.txt   #
 python scripts/clue_experiment.py --budget-minutes 30 --output runs/nsp42 --config nsp/config.yaml \
     --baseline runs/lr5e-4_seed44 --snapshots "" --seeds 1,2,3 --lr 3e-4 --cmrc-dev 300 --clue-dir ../shared/data/clue
 python variant_delta.py runs/lr5e-4_seed44 runs/nsp42 > nsp/variant_delta_vs_seed44.txt
+python dev_correct.py runs/nsp42 > nsp/dev_correct.json
+# held-out MLM at the recipe's 15% wwm on the seed-44 (SOP) data's validation batches, seed 44's model as the yardstick
+python mlm_at_rate.py runs/lr5e-4_seed44/data wwm 0.15 runs/lr5e-4_seed44/pretrain/checkpoints/step_5882/hf \
+    runs/nsp42/pretrain/checkpoints/step_6324/hf    # 5.6171 / 17.63% (= its own final eval), 5.6287 / 18.15%
