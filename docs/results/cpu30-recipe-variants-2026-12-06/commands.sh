@@ -63,3 +63,11 @@ python dev_correct.py runs/nsp42 > nsp/dev_correct.json
 # held-out MLM at the recipe's 15% wwm on the seed-44 (SOP) data's validation batches, seed 44's model as the yardstick
 python mlm_at_rate.py runs/lr5e-4_seed44/data wwm 0.15 runs/lr5e-4_seed44/pretrain/checkpoints/step_5882/hf \
     runs/nsp42/pretrain/checkpoints/step_6324/hf    # 5.6171 / 17.63% (= its own final eval), 5.6287 / 18.15%
+
+# 2026-12-07 (afternoon): 40% masking (mask40/config.yaml: the recipe with masking.mask_prob 0.40), table 5's
+# other lead, same baseline and protocol
+python scripts/clue_experiment.py --budget-minutes 30 --output runs/mask40 --config mask40/config.yaml \
+    --baseline runs/lr5e-4_seed44 --snapshots "" --seeds 1,2,3 --lr 3e-4 --cmrc-dev 300 --clue-dir ../shared/data/clue
+python variant_delta.py runs/lr5e-4_seed44 runs/mask40 > mask40/variant_delta_vs_seed44.txt
+python dev_correct.py runs/mask40 > mask40/dev_correct.json
+python mlm_at_rate.py runs/lr5e-4_seed44/data wwm 0.15 runs/mask40/pretrain/checkpoints/step_5410/hf   # 5.4997 / 18.62%
