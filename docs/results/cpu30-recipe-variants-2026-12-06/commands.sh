@@ -71,3 +71,22 @@ python scripts/clue_experiment.py --budget-minutes 30 --output runs/mask40 --con
 python variant_delta.py runs/lr5e-4_seed44 runs/mask40 > mask40/variant_delta_vs_seed44.txt
 python dev_correct.py runs/mask40 > mask40/dev_correct.json
 python mlm_at_rate.py runs/lr5e-4_seed44/data wwm 0.15 runs/mask40/pretrain/checkpoints/step_5410/hf   # 5.4997 / 18.62%
+
+# 2026-12-07 (evening): 40% masking with two more pretraining seeds (mask40_seed43/, mask40_seed44/: the
+# mask40 config with train.seed 43 / 44), same baseline and protocol; run from a git worktree of 79152ac.
+# Decision rule, written before seed 44 had finished: adopt 0.40 if, over three pretraining seeds per
+# setting, the TNEWS difference's Welch t interval lies above 0 and the OCNLI difference is >= -0.5.
+for s in 43 44; do
+  python scripts/clue_experiment.py --budget-minutes 30 --output runs/mask40s$s --config mask40_seed$s/config.yaml \
+      --baseline runs/lr5e-4_seed44 --snapshots "" --seeds 1,2,3 --lr 3e-4 --cmrc-dev 300 --clue-dir ../shared/data/clue
+  bash collect.sh runs/mask40s$s mask40_seed$s mask40_seed$s/config.yaml   # the committed files of the run
+  python variant_delta.py runs/lr5e-4_seed44 runs/mask40s$s > mask40_seed$s/variant_delta_vs_seed44.txt
+  python dev_correct.py runs/mask40s$s > mask40_seed$s/dev_correct.json
+done
+python mlm_at_rate.py runs/lr5e-4_seed44/data wwm 0.15 runs/mask40s43/pretrain/checkpoints/step_5761/hf   # 5.4897 / 18.75%
+python mlm_at_rate.py runs/lr5e-4_seed44/data wwm 0.15 runs/mask40s44/pretrain/checkpoints/step_5834/hf   # 5.5498 / 17.99%
+# 40% (3 seeds) against 15% (3 seeds): Welch over pretraining seeds; and 40% pooled against the twin
+python variant_seeds.py lr5e-4 lr5e-4_seed43 lr5e-4_seed44 -- mask40 mask40_seed43 mask40_seed44 > mask40_variant_seeds.txt
+python pooled_seeds.py mask40 mask40_seed43 mask40_seed44 > mask40_pooled_seeds.txt
+python pooled_delta.py runs/lr5e-4_seed44 runs/mask40 runs/mask40s43 runs/mask40s44 > mask40_pooled_delta.txt
+# -> the recipe's masking.mask_prob is 0.40 since (configs/pretrain/cpu_30min.yaml)
