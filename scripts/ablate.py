@@ -94,7 +94,7 @@ ROWS: dict[str, tuple[str, list[str], dict]] = {
     "r_nsp": ("the recipe with pair_mode nsp (Google pairs, short_seq_prob 0.1)", [], {"pair_mode": "nsp", "short": 0.1}),
     "r_mask40": ("the recipe with mask_prob 0.40", ["masking.mask_prob=0.4"], SOP),
     # 2026-12-07, evening: the recipe's mask_prob is 0.40 since (three pretraining seeds at 30
-    # minutes), so r_mask40 is the recipe itself now; every r_* row above was measured from 0.15
+    # minutes), so r_mask40 is the recipe itself now; the r_* rows of tables 4 and 5 were measured from 0.15
     "r_mask15": ("the recipe with mask_prob 0.15 (the recipe's until 2026-12-07)", ["masking.mask_prob=0.15"], SOP),
     "r_mask25": ("the recipe with mask_prob 0.25", ["masking.mask_prob=0.25"], SOP),
     "r_b64": ("the recipe with micro batch 64 (the first draft's)", ["train.micro_batch_size=64"], SOP),
