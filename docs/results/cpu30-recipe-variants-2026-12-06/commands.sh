@@ -111,3 +111,10 @@ python mlm_at_rate.py runs/lr5e-4_seed44/data wwm 0.15 runs/char40/pretrain/chec
     runs/mask40/pretrain/checkpoints/step_5410/hf   # char 5.4157 / 20.34%, wwm 5.4997 / 18.62%
 python mlm_at_rate.py runs/lr5e-4_seed44/data char 0.15 runs/char40/pretrain/checkpoints/step_5420/hf \
     runs/mask40/pretrain/checkpoints/step_5410/hf   # char 5.3310 / 20.83%, wwm 5.4818 / 18.83%
+python variant_delta.py runs/mask40s43 runs/char40s43 > char40_seed43/variant_delta_vs_mask40_seed43.txt
+python mlm_at_rate.py runs/lr5e-4_seed44/data wwm 0.15 runs/char40s43/pretrain/checkpoints/step_5241/hf \
+    runs/mask40s43/pretrain/checkpoints/step_5761/hf   # char 5.4863 / 18.88%, wwm 5.4897 / 18.75%
+python mlm_at_rate.py runs/lr5e-4_seed44/data char 0.15 runs/char40s43/pretrain/checkpoints/step_5241/hf \
+    runs/mask40s43/pretrain/checkpoints/step_5761/hf   # char 5.4298 / 19.50%, wwm 5.4763 / 19.24%
+# char (2 seeds) against wwm 40% (3 seeds), Welch over pretraining seeds -> equal within noise; the recipe keeps wwm
+python variant_seeds.py mask40 mask40_seed43 mask40_seed44 -- char40 char40_seed43 > char40_variant_seeds.txt
