@@ -217,6 +217,8 @@ def main() -> int:
     ap.add_argument("--vocab-size", type=int, default=8000)
     ap.add_argument("--bootstrap", type=int, default=2000)
     ap.add_argument("--clue-dir", default=str(SHARED / "clue"))
+    ap.add_argument("--pretrain-corpus", default=str(SHARED / "pretrain_corpus"),
+                    help="the external pretraining text (../shared/data/pretrain_corpus); checked before any stage")
     ap.add_argument("--baseline", default="", help="an earlier experiment's --output: reuse its corpus, vocab, "
                     "prepared data and random-init results (a variant of the pretraining settings; see above)")
     args = ap.parse_args()
@@ -237,6 +239,8 @@ def main() -> int:
 
     check_clue_data(clue, args.tasks.split(",") + (["cmrc2018"] if args.cmrc_dev else []))
     base = Path(args.baseline).resolve() if args.baseline else None
+    if base is None and "corpus" not in times:
+        experiment_corpus.check_pretrain_corpus(Path(args.pretrain_corpus))
     src = base if base is not None else out
     corpus, vocab, data, run = src / "corpus" / "files", src / "corpus" / "vocab.txt", out / "data", out / "pretrain"
     if base is not None:
@@ -245,7 +249,7 @@ def main() -> int:
                 raise SystemExit(f"--baseline {base}: {need} not found (expected a finished clue_experiment.py "
                                  "output)")
     else:
-        stage("corpus", lambda: experiment_corpus.build(corpus, clue))
+        stage("corpus", lambda: experiment_corpus.build(corpus, clue, Path(args.pretrain_corpus)))
         stage("vocab", lambda: sh([sys.executable, "-m", "zhbert.cli", "vocab", "build", "--input", corpus,
                                    "--output", vocab, "--size", args.vocab_size], log))
     # prepared here even with a baseline: this config's data section (pair mode...) may differ from the baseline's

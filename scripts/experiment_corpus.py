@@ -83,8 +83,20 @@ def _leaks(line: str, held: set[str]) -> bool:
     return any(s in held for s in split_sentences(line) if len(s) >= MIN_CHARS)
 
 
+def check_pretrain_corpus(pretrain: Path) -> None:
+    """One line naming the directory when it is missing or holds no file."""
+    if not pretrain.is_dir():
+        raise SystemExit(f"--pretrain-corpus {pretrain}: not a directory (the shared data's pretrain_corpus)")
+    if not any(p.is_file() for p in pretrain.rglob("*")):
+        raise SystemExit(f"--pretrain-corpus {pretrain}: no files in it")
+
+
 def build(out: Path, clue: Path = SHARED / "clue", pretrain: Path = SHARED / "pretrain_corpus") -> dict:
-    """Write the corpus under ``out`` (one directory of files for ``zhbert prepare``); return stats."""
+    """Write the corpus under ``out`` (one directory of files for ``zhbert prepare``); return stats.
+
+    ``pretrain`` must hold at least one file: a missing directory (a checkout without the shared
+    data beside it) is an error, not a silently smaller corpus (a third of the characters)."""
+    check_pretrain_corpus(pretrain)
     held = heldout_sentences(clue)
     if out.exists():
         shutil.rmtree(out)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -146,3 +147,37 @@ def test_clue_data_checked_before_any_stage(exp, tmp_path):
         exp.check_clue_data(tmp_path / "missing", ["ocnli"])
     with pytest.raises(SystemExit, match="unknown task 'ocnlii'"):
         exp.check_clue_data(tmp_path, ["ocnlii"])
+
+
+def test_missing_pretrain_corpus_fails_before_any_stage(exp, tmp_path):
+    """Without the shared pretrain_corpus (a checkout whose ../shared is elsewhere) the experiment
+    once built its corpus from corpora/sample and the CLUE train text alone (3.1M instead of 8.0M
+    characters) and said nothing. Now: one line naming the directory, before any stage, and
+    nothing written; a directory with a file passes."""
+    import experiment_corpus  # the module clue_experiment.py imports (scripts/ on sys.path)
+
+    missing, empty, ok = tmp_path / "missing", tmp_path / "empty", tmp_path / "ok"
+    (empty / "sub").mkdir(parents=True)
+    (ok / "novels").mkdir(parents=True)
+    (ok / "novels" / "a.txt").write_text("第一句。\n", encoding="utf-8")
+    for bad, why in ((missing, "not a directory"), (empty, "no files in it")):
+        with pytest.raises(SystemExit) as e:
+            experiment_corpus.check_pretrain_corpus(bad)
+        assert str(e.value).startswith(f"--pretrain-corpus {bad}: {why}") and "\n" not in str(e.value)
+        with pytest.raises(SystemExit):
+            experiment_corpus.build(tmp_path / "out", tmp_path / "clue", bad)
+        assert not (tmp_path / "out").exists()
+    experiment_corpus.check_pretrain_corpus(ok)
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "clue_experiment.py"), "--output", str(out),
+                        "--clue-dir", str(tmp_path / "clue"), "--cmrc-dev", "0", "--tasks", "ocnli",
+                        "--pretrain-corpus", str(missing)], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("--clue-dir")  # CLUE checked first
+    (tmp_path / "clue" / "ocnli_public").mkdir(parents=True)
+    (tmp_path / "clue" / "ocnli_public" / "dev.json").write_text("{}\n")
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "clue_experiment.py"), "--output", str(out),
+                        "--clue-dir", str(tmp_path / "clue"), "--cmrc-dev", "0", "--tasks", "ocnli",
+                        "--pretrain-corpus", str(missing)], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode != 0 and r.stderr.strip().startswith(f"--pretrain-corpus {missing}: not a directory")
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (out / "corpus").exists() and not (out / "times.json").exists()

@@ -15,6 +15,8 @@ out = {}
 for label, res in ce.results_of(Path(sys.argv[1]) / "clue").items():
     arm = "random_init" if label.startswith("random-init") else "pretrained"
     for task in ("ocnli", "tnews"):
+        if task not in res["tasks"]:  # a run of one task (--tasks ocnli)
+            continue
         for seed, c in ce.correctness(res, task, ce._gold(task, clue)).items():
             out.setdefault(arm, {}).setdefault(task, {})[seed] = {
                 "rows": int(c.size), "correct": int(c.sum()), "bits": np.packbits(c).tobytes().hex()}
