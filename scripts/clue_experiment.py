@@ -4,7 +4,7 @@
     python scripts/clue_experiment.py --budget-minutes 30 --output runs/clue_experiment
 
 1. **Corpus** (``scripts/experiment_corpus.py``): corpora/sample, ../shared/data/pretrain_corpus
-   and the unlabeled *train* text of TNEWS, OCNLI, C3 and CMRC2018 (trial); lines holding a
+   (``--pretrain-corpus``; missing or empty, the run stops before any stage, exit 2) and the unlabeled *train* text of TNEWS, OCNLI, C3 and CMRC2018 (trial); lines holding a
    dev/test sentence are dropped and the written corpus is checked again (``corpus_stats.json``).
    A character vocab fitted to it (``zhbert vocab build --size 8000``), then ``zhbert prepare``
    with the recipe's data settings. Preparation is timed separately from the budget.
@@ -396,4 +396,10 @@ def plot_curve(path: Path, curve: list[dict], random_ocnli) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except SystemExit as e:  # bad input: its one line, exit 2 (the project's convention)
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+            sys.exit(2)
+        raise

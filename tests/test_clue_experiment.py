@@ -172,12 +172,12 @@ def test_missing_pretrain_corpus_fails_before_any_stage(exp, tmp_path):
     r = subprocess.run([sys.executable, str(REPO / "scripts" / "clue_experiment.py"), "--output", str(out),
                         "--clue-dir", str(tmp_path / "clue"), "--cmrc-dev", "0", "--tasks", "ocnli",
                         "--pretrain-corpus", str(missing)], capture_output=True, text=True, cwd=REPO)
-    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("--clue-dir")  # CLUE checked first
+    assert r.returncode == 2 and r.stderr.strip().startswith("--clue-dir")  # CLUE checked first
     (tmp_path / "clue" / "ocnli_public").mkdir(parents=True)
     (tmp_path / "clue" / "ocnli_public" / "dev.json").write_text("{}\n")
     r = subprocess.run([sys.executable, str(REPO / "scripts" / "clue_experiment.py"), "--output", str(out),
                         "--clue-dir", str(tmp_path / "clue"), "--cmrc-dev", "0", "--tasks", "ocnli",
                         "--pretrain-corpus", str(missing)], capture_output=True, text=True, cwd=REPO)
-    assert r.returncode != 0 and r.stderr.strip().startswith(f"--pretrain-corpus {missing}: not a directory")
+    assert r.returncode == 2 and r.stderr.strip().startswith(f"--pretrain-corpus {missing}: not a directory")
     assert len(r.stderr.strip().splitlines()) == 1
     assert not (out / "corpus").exists() and not (out / "times.json").exists()
