@@ -2,7 +2,7 @@
 # train.seed 42) against its random-init twin, everything else as the 1-epoch protocol (full train and dev sets, lr 3e-4,
 # batch 32, fine-tuning seeds 1-3). The protocol's own OCNLI default is the task file's 3 epochs (configs/clue/ocnli.yaml;
 # the tiny size class changes lr and batch only); the experiment uses 1 for CPU time. The reading was written down before
-# launching (in the docs: "Fine-tuning epochs"). Run from a git worktree of a0c2ae3 at /tmp/wtA, PYTHONPATH=/tmp/wtA.
+# launching (rule_written_before_the_run.txt; in the docs: "Fine-tuning for 2 epochs instead of 1"). Run from a git worktree of a0c2ae3 at /tmp/wtA, PYTHONPATH=/tmp/wtA.
 python scripts/clue_experiment.py --budget-minutes 30 --output runs/ep2 --config configs/pretrain/cpu_30min.yaml \
     --snapshots "" --tasks ocnli --seeds 1,2,3 --epochs 2 --lr 3e-4 --cmrc-dev 0 \
     --clue-dir ../shared/data/clue --pretrain-corpus ../shared/data/pretrain_corpus
