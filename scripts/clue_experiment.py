@@ -396,10 +396,4 @@ def plot_curve(path: Path, curve: list[dict], random_ocnli) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except SystemExit as e:  # bad input: its one line, exit 2 (the project's convention)
-        if isinstance(e.code, str):
-            print(e.code, file=sys.stderr)
-            sys.exit(2)
-        raise
+    experiment_corpus.run_main(main)

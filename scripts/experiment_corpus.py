@@ -149,11 +149,18 @@ def main() -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run_main(main) -> None:
+    """``sys.exit(main())``, where bad input (a ``SystemExit`` with its one-line message) exits 2,
+    the project's convention, instead of ``SystemExit``'s 1. Shared with clue_experiment.py."""
     try:
-        sys.exit(main())
-    except SystemExit as e:  # bad input: its one line, exit 2 (the project's convention)
+        code = main()
+    except SystemExit as e:
         if isinstance(e.code, str):
             print(e.code, file=sys.stderr)
             sys.exit(2)
         raise
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    run_main(main)
