@@ -4,7 +4,8 @@
     python scripts/clue_experiment.py --budget-minutes 30 --output runs/clue_experiment
 
 1. **Corpus** (``scripts/experiment_corpus.py``): corpora/sample, ../shared/data/pretrain_corpus
-   (``--pretrain-corpus``; missing or empty, the run stops before any stage, exit 2) and the unlabeled *train* text of TNEWS, OCNLI, C3 and CMRC2018 (trial); lines holding a
+   (``--pretrain-corpus``; missing or empty, the run stops before writing anything, exit 2) and
+   the unlabeled *train* text of TNEWS, OCNLI, C3 and CMRC2018 (trial); lines holding a
    dev/test sentence are dropped and the written corpus is checked again (``corpus_stats.json``).
    A character vocab fitted to it (``zhbert vocab build --size 8000``), then ``zhbert prepare``
    with the recipe's data settings. Preparation is timed separately from the budget.
@@ -218,7 +219,7 @@ def main() -> int:
     ap.add_argument("--bootstrap", type=int, default=2000)
     ap.add_argument("--clue-dir", default=str(SHARED / "clue"))
     ap.add_argument("--pretrain-corpus", default=str(SHARED / "pretrain_corpus"),
-                    help="the external pretraining text (../shared/data/pretrain_corpus); checked before any stage")
+                    help="the external pretraining text (../shared/data/pretrain_corpus); must hold files")
     ap.add_argument("--baseline", default="", help="an earlier experiment's --output: reuse its corpus, vocab, "
                     "prepared data and random-init results (a variant of the pretraining settings; see above)")
     args = ap.parse_args()
@@ -239,8 +240,6 @@ def main() -> int:
 
     check_clue_data(clue, args.tasks.split(",") + (["cmrc2018"] if args.cmrc_dev else []))
     base = Path(args.baseline).resolve() if args.baseline else None
-    if base is None and "corpus" not in times:
-        experiment_corpus.check_pretrain_corpus(Path(args.pretrain_corpus))
     src = base if base is not None else out
     corpus, vocab, data, run = src / "corpus" / "files", src / "corpus" / "vocab.txt", out / "data", out / "pretrain"
     if base is not None:
