@@ -25,3 +25,9 @@ python epochs_delta.py ../cpu30-recipe-variants-2026-12-06/mask40/dev_correct.js
 # data settings as theirs):
 python ../cpu30-recipe-variants-2026-12-06/mlm_at_rate.py runs/ep2/data wwm 0.15 runs/ep2/pretrain/checkpoints/step_5707/hf
 #   -> loss 5.4431 acc 20.08%
+# Check of epochs_delta.py: given the 1-epoch file twice it prints delta +1.92 [+0.95, +2.93] for both epoch counts,
+# the interval clue_experiment.py wrote for that run (../cpu30-recipe-variants-2026-12-06/mask40/comparison.json), and 0 changes.
+python epochs_delta.py ../cpu30-recipe-variants-2026-12-06/mask40/dev_correct.json ../cpu30-recipe-variants-2026-12-06/mask40/dev_correct.json
+# The first attempt (not used): the same command from a worktree at /tmp/wtA without --pretrain-corpus, where the default
+# ../shared/data/pretrain_corpus (/tmp/shared/...) did not exist: its corpus_stats.json had 3,065,153 characters in 5 files
+# (corpora/sample and the CLUE train text) against 8,037,222 in 13 with the shared pretrain_corpus (mask40/comparison.json).
