@@ -30,7 +30,7 @@ def main() -> None:
             for k, run in ((1, one), (2, two)) for arm in ("pretrained", "random_init")}
     n = next(iter(arms.values())).size
     stats = {
-        **{name: v for name, v in arms.items()},
+        **arms,
         "delta, 1 epoch": arms["pretrained, 1 epoch"] - arms["random_init, 1 epoch"],
         "delta, 2 epochs": arms["pretrained, 2 epochs"] - arms["random_init, 2 epochs"],
         "pretrained, 2 - 1 epochs": arms["pretrained, 2 epochs"] - arms["pretrained, 1 epoch"],
