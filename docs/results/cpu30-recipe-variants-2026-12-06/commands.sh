@@ -118,3 +118,31 @@ python mlm_at_rate.py runs/lr5e-4_seed44/data char 0.15 runs/char40s43/pretrain/
     runs/mask40s43/pretrain/checkpoints/step_5761/hf   # char 5.4298 / 19.50%, wwm 5.4763 / 19.24%
 # char (2 seeds) against wwm 40% (3 seeds), Welch over pretraining seeds -> equal within noise; the recipe keeps wwm
 python variant_seeds.py mask40 mask40_seed43 mask40_seed44 -- char40 char40_seed43 > char40_variant_seeds.txt
+
+# 2026-12-08 (session 26): the third character-masking seed (char40_seed44/: char40_seed43/config.yaml with train.seed 44),
+# so that char and wwm at 40% both have three pretraining seeds; the reading is the one fixed above before the first
+# char result. Run from a git worktree of 4ed18e2 at /tmp/wtA (PYTHONPATH=/tmp/wtA). No --baseline (the baseline's run
+# directory was gone): the script built its own corpus (8,037,222 characters, vocab sha256 ce6b0431..., as every run's)
+# and its twin (weights sha256 df8f15d7..., the committed twin's); after the pretrained arm's fine-tuning (the script's
+# own eval, 2 threads, as the earlier char runs) the run was stopped before the twin's, whose results are the
+# committed ones (the same weights and flags), and before CMRC2018 (not part of the char/wwm reading).
+python scripts/clue_experiment.py --budget-minutes 30 --output runs/char40s44 --config char40_seed44/config.yaml \
+    --snapshots "" --seeds 1,2,3 --lr 3e-4 --cmrc-dev 300 \
+    --clue-dir ../shared/data/clue --pretrain-corpus ../shared/data/pretrain_corpus   # stopped after clue/pretrain/results.json
+# 4,685 steps, 6.49M tokens (3,607 tokens/s: 20% fewer than wwm seed 44's 8.08M; `top` showed ~36% CPU steal
+# from the VM host during pretraining, so char had the same 30 minutes but fewer tokens).
+cp runs/char40s44/clue/pretrain/results.md char40_seed44/results_ocnli_tnews.md   # + pretrain_metrics.jsonl as collect.sh
+python dev_correct.py runs/char40s44 > char40_seed44/dev_correct.json               # the pretrained arm only
+# paired over dev examples against wwm seed 44 from the committed bits (bits_delta.py gives variant_delta.py's
+# figures for the two earlier pairs exactly: char40/ and char40_seed43/ variant_delta_vs_mask40*.txt)
+python bits_delta.py mask40_seed44/dev_correct.json char40_seed44/dev_correct.json > char40_seed44/variant_delta_vs_mask40_seed44.txt
+# against the committed random-init twin (mask40_seed44's; with random_init as the arm, bits_delta.py gives that run's
+# own comparison.json delta, +1.95 [+0.95, +2.92] / +1.81 [+1.30, +2.31], exactly)
+python bits_delta.py mask40_seed44/dev_correct.json char40_seed44/dev_correct.json random_init > char40_seed44/delta_vs_random.txt
+# over pretraining seeds, 3 char against 3 wwm (variant_seeds.py now also reads a run's dev_correct.json when it has no
+# comparison.json; both earlier outputs, char40_variant_seeds.txt and mask40_variant_seeds.txt, reproduce exactly)
+python variant_seeds.py mask40 mask40_seed43 mask40_seed44 -- char40 char40_seed43 char40_seed44 > char40_seed44/char40_variant_seeds_3.txt
+python mlm_at_rate.py runs/char40s44/data wwm 0.15 runs/char40s44/pretrain/checkpoints/step_4685/hf   # 5.5155 / 18.64%
+python mlm_at_rate.py runs/char40s44/data char 0.15 runs/char40s44/pretrain/checkpoints/step_4685/hf  # 5.5594 / 17.94%
+# (this run's own prepared data: the same corpus, vocab and data section as runs/lr5e-4_seed44/data; prepare is
+# deterministic, so the same held-out split)
