@@ -123,16 +123,18 @@ python variant_seeds.py mask40 mask40_seed43 mask40_seed44 -- char40 char40_seed
 # so that char and wwm at 40% both have three pretraining seeds; the reading is the one fixed above before the first
 # char result. Run from a git worktree of 4ed18e2 at /tmp/wtA (PYTHONPATH=/tmp/wtA). No --baseline (the baseline's run
 # directory was gone): the script built its own corpus (8,037,222 characters, vocab sha256 ce6b0431..., as every run's)
-# and its twin (weights sha256 df8f15d7..., the committed twin's); after the pretrained arm's fine-tuning (the script's
-# own eval, 2 threads, as the earlier char runs) the run was stopped before the twin's, whose results are the
-# committed ones (the same weights and flags), and before CMRC2018 (not part of the char/wwm reading).
+# and its twin (weights sha256 df8f15d7..., the committed twin's). The run was first stopped after the pretrained arm's
+# fine-tuning (the script's own eval, 2 threads, as the earlier char runs), the figures below taken from it, then the
+# same command run again (every stage resumes) fine-tuned the twin and CMRC2018 and wrote comparison.json: the twin's
+# six figures and its per-example bits are the committed twin's exactly (mask40_seed44/dev_correct.json).
 python scripts/clue_experiment.py --budget-minutes 30 --output runs/char40s44 --config char40_seed44/config.yaml \
     --snapshots "" --seeds 1,2,3 --lr 3e-4 --cmrc-dev 300 \
-    --clue-dir ../shared/data/clue --pretrain-corpus ../shared/data/pretrain_corpus   # stopped after clue/pretrain/results.json
+    --clue-dir ../shared/data/clue --pretrain-corpus ../shared/data/pretrain_corpus
+bash collect.sh runs/char40s44 char40_seed44 char40_seed44/config.yaml   # after the second run
 # 4,685 steps, 6.49M tokens (3,607 tokens/s: 20% fewer than wwm seed 44's 8.08M; `top` showed ~36% CPU steal
 # from the VM host during pretraining, so char had the same 30 minutes but fewer tokens).
-cp runs/char40s44/clue/pretrain/results.md char40_seed44/results_ocnli_tnews.md   # + pretrain_metrics.jsonl as collect.sh
-python dev_correct.py runs/char40s44 > char40_seed44/dev_correct.json               # the pretrained arm only
+python dev_correct.py runs/char40s44 > char40_seed44/dev_correct.json   # both arms (after the second run; the outputs below are
+# unchanged from the first, pretrained-only dev_correct.json)
 # paired over dev examples against wwm seed 44 from the committed bits (bits_delta.py gives variant_delta.py's
 # figures for the two earlier pairs exactly: char40/ and char40_seed43/ variant_delta_vs_mask40*.txt)
 python bits_delta.py mask40_seed44/dev_correct.json char40_seed44/dev_correct.json > char40_seed44/variant_delta_vs_mask40_seed44.txt
