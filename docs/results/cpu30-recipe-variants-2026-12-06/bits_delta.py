@@ -1,9 +1,7 @@
 """variant_delta.py from committed per-example bits: the paired bootstrap over dev examples of variant -
 recipe (pretrained arms), computed by clue_experiment.py's own bootstrap_delta, from two dev_correct.py
 outputs instead of two run directories (which need not exist any more).
-    python bits_delta.py RECIPE_DEV_CORRECT.json VARIANT_DEV_CORRECT.json [RECIPE_ARM]
-RECIPE_ARM random_init: the variant against the first file's random-init twin instead (clue_experiment.py's
-pretrained - random delta, for a run that did not fine-tune its own twin)."""
+    python bits_delta.py RECIPE_DEV_CORRECT.json VARIANT_DEV_CORRECT.json"""
 import importlib.util, sys, json
 from pathlib import Path
 import numpy as np
@@ -23,7 +21,6 @@ def seeds(d: dict) -> dict[str, np.ndarray]:
     return out
 
 
-arm = sys.argv[3] if len(sys.argv) > 3 else "pretrained"
-recipe, variant = json.load(open(sys.argv[1]))[arm], json.load(open(sys.argv[2]))["pretrained"]
+recipe, variant = (json.load(open(p))["pretrained"] for p in sys.argv[1:3])
 for task in ("ocnli", "tnews"):
     print(task, json.dumps(ce.bootstrap_delta(seeds(variant[task]), seeds(recipe[task]), 2000)))

@@ -138,11 +138,7 @@ python dev_correct.py runs/char40s44 > char40_seed44/dev_correct.json   # both a
 # paired over dev examples against wwm seed 44 from the committed bits (bits_delta.py gives variant_delta.py's
 # figures for the two earlier pairs exactly: char40/ and char40_seed43/ variant_delta_vs_mask40*.txt)
 python bits_delta.py mask40_seed44/dev_correct.json char40_seed44/dev_correct.json > char40_seed44/variant_delta_vs_mask40_seed44.txt
-# against the committed random-init twin (mask40_seed44's; with random_init as the arm, bits_delta.py gives that run's
-# own comparison.json delta, +1.95 [+0.95, +2.92] / +1.81 [+1.30, +2.31], exactly)
-python bits_delta.py mask40_seed44/dev_correct.json char40_seed44/dev_correct.json random_init > char40_seed44/delta_vs_random.txt
-# over pretraining seeds, 3 char against 3 wwm (variant_seeds.py now also reads a run's dev_correct.json when it has no
-# comparison.json; both earlier outputs, char40_variant_seeds.txt and mask40_variant_seeds.txt, reproduce exactly)
+# over pretraining seeds, 3 char against 3 wwm
 python variant_seeds.py mask40 mask40_seed43 mask40_seed44 -- char40 char40_seed43 char40_seed44 > char40_seed44/char40_variant_seeds_3.txt
 python mlm_at_rate.py runs/char40s44/data wwm 0.15 runs/char40s44/pretrain/checkpoints/step_4685/hf   # 5.5155 / 18.64%
 python mlm_at_rate.py runs/char40s44/data char 0.15 runs/char40s44/pretrain/checkpoints/step_4685/hf  # 5.5594 / 17.94%

@@ -1,7 +1,5 @@
 """A variant against the recipe, both over several pretraining seeds, from the committed
-comparison.json files, or a run's dev_correct.json (dev_correct.py) where it has no comparison.json
-(char40_seed44/: only its pretrained arm was fine-tuned); every run that fine-tuned a random-init
-twin has the same twin results (checked), and the others use theirs. Per task, each
+comparison.json files (every run shares one random-init twin, checked): per task, each
 pretraining seed's mean dev accuracy (over its fine-tuning seeds) for both settings, each
 setting's delta against the twin, and the variant minus the recipe with a Welch t interval over
 pretraining seeds (the unit that varies between the settings: init, data order and masks; the
@@ -14,26 +12,14 @@ from pathlib import Path
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 cut = sys.argv.index("--")
 groups = {"recipe": sys.argv[1:cut], "variant": sys.argv[cut + 1:]}
-
-
-def load(d: Path) -> dict:
-    """task -> arm -> {fine-tuning seed: dev accuracy in %, rounded as comparison.json records it}"""
-    if (d / "comparison.json").exists():
-        c = json.loads((d / "comparison.json").read_text())
-        return {t: {arm: v[arm]["seeds"] for arm in ("pretrained", "random_init")} for t, v in c["tasks"].items()}
-    bits = json.loads((d / "dev_correct.json").read_text())
-    return {t: {arm: {s: round(100 * v["correct"] / v["rows"], 2) for s, v in bits[arm][t].items()}
-                for arm in bits if t in bits[arm]} for t in bits["pretrained"]}
-
-
-runs = {g: [load(Path(d)) for d in ds] for g, ds in groups.items()}
+runs = {g: [json.loads((Path(d) / "comparison.json").read_text()) for d in ds] for g, ds in groups.items()}
 for task in ("ocnli", "tnews"):
-    every = [r[task] for rs in runs.values() for r in rs]
-    twins = {json.dumps(r["random_init"], sort_keys=True) for r in every if "random_init" in r}
+    every = [r for rs in runs.values() for r in rs]
+    twins = {json.dumps(r["tasks"][task]["random_init"]["seeds"], sort_keys=True) for r in every}
     if len(twins) != 1:
         raise SystemExit(f"{task}: the runs do not share one random-init twin's results")
-    rand = statistics.mean(json.loads(twins.pop()).values())
-    per = {g: [statistics.mean(r[task]["pretrained"].values()) for r in rs] for g, rs in runs.items()}
+    rand = statistics.mean(every[0]["tasks"][task]["random_init"]["seeds"].values())
+    per = {g: [statistics.mean(r["tasks"][task]["pretrained"]["seeds"].values()) for r in rs] for g, rs in runs.items()}
     a, b = per["recipe"], per["variant"]
     diff = statistics.mean(b) - statistics.mean(a)
     res = {g: {"per_pretraining_seed": [round(x, 2) for x in xs], "mean": round(statistics.mean(xs), 2),
